@@ -1,0 +1,36 @@
+# The README's commands. `make demo` and `make test` install everything they need first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: a bare `torch` requirement would pull several GB of CUDA wheels.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/adamtune demo
+
+test: install
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check tuner api workers adamtune tests benchmarks
+	$(VENV)/bin/mypy tuner
+
+bench: install
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/population.py
+	$(PY) benchmarks/quality.py --quick
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from adamtune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""Build Adam/AdamW with ``torch.optim`` (the maths is torch's) and the lr schedule."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from tuner.schedules import lr_multiplier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One trial's optimizer hyperparameters."""
+
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" | "linear" | "cosine"
+    floor: float = 0.0  # decay floor, a fraction of the peak lr
+
+    @classmethod
+    def baseline(cls) -> OptimConfig:
+        """The untuned default every job measures: Adam, lr 1e-3, torch's defaults."""
+        return cls()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool = False) -> list[dict[str, Any]]:
+    """Two groups: matrices (decayed) and 1-D parameters (biases, norm weights: not decayed)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 or decay_1d else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups
+
+
+def fused_supported(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, decay_1d: bool = False) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, decay_1d)
+    device = next(model.parameters()).device
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
+    if cls is None:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'adamw'")
+    kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, amsgrad=cfg.amsgrad)
+    if fused_supported(device):
+        kwargs["fused"] = True  # one kernel for every parameter: much faster on GPU
+    return cls(groups, **kwargs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> LambdaLR:
+    fn = partial(
+        lr_multiplier,
+        total_steps=total_steps,
+        warmup_steps=cfg.warmup_steps,
+        schedule=cfg.schedule,
+        floor=cfg.floor,
+    )
+    return LambdaLR(optimizer, fn)

@@ -1,0 +1,45 @@
+"""Settings from the environment, all prefixed ``ADAMTUNE_``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tuner import spec
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADAMTUNE_", extra="ignore")
+
+    database_url: str = "sqlite:///./adamtune.db"
+    auth: Literal["enabled", "disabled"] = "enabled"
+
+    # Liveness: workers record heartbeats every `heartbeat_interval` seconds; work of a
+    # worker silent for `grace_period` seconds is taken over by another.
+    heartbeat_interval: int = Field(default=10, ge=1)
+    grace_period: int = Field(default=30, ge=2)
+    poll_interval: float = Field(default=1.0, gt=0)
+
+    # Server-side limits on what a job may ask for.
+    max_trials: int = Field(default=1000, ge=2, le=spec.MAX_TRIALS)
+    max_steps_per_trial: int = Field(default=100_000, ge=10, le=spec.MAX_STEPS_PER_TRIAL)
+    max_population: int = Field(default=256, ge=1, le=spec.MAX_POPULATION)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    dashboard: bool = True
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _grace_exceeds_heartbeat(self) -> Settings:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"ADAMTUNE_GRACE_PERIOD ({self.grace_period}) must exceed "
+                f"ADAMTUNE_HEARTBEAT_INTERVAL ({self.heartbeat_interval})"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

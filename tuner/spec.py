@@ -1,0 +1,195 @@
+"""The job: pydantic models shared by the API, the workers and the CLI.
+
+A job file (YAML or JSON) has exactly the shape of the ``POST /v1/jobs`` body, which is
+:class:`JobSpec`. Every range is checked here so that a bad job is refused with a message
+that names the field and says what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+OptimizerName = Literal["adam", "adamw"]
+ScheduleName = Literal["constant", "linear", "cosine"]
+PresetName = Literal["default", "vision", "transformer", "finetune", "gan"]
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
+SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
+PRESETS: tuple[str, ...] = ("default", "vision", "transformer", "finetune", "gan")
+
+# Hard ceilings that no server setting can lift; servers may set lower ones (Settings).
+MAX_TRIALS = 10_000
+MAX_STEPS_PER_TRIAL = 1_000_000
+MAX_POPULATION = 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(_Strict):
+    """A closed interval ``[low, high]`` with ``low < high``."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(
+                f"low ({self.low}) must be smaller than high ({self.high}); "
+                "swap them or widen the range"
+            )
+        return self
+
+
+class PositiveRange(Range):
+    """A range of a quantity that must be > 0 (lr, eps, 1 - beta2)."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> PositiveRange:
+        if self.low <= 0:
+            raise ValueError(f"low must be > 0 (got {self.low}); this range is searched on a log scale")
+        return self
+
+
+class UnitRange(Range):
+    """A range inside [0, 1) (beta1, 1 - beta2)."""
+
+    @model_validator(mode="after")
+    def _unit(self) -> UnitRange:
+        if self.low < 0 or self.high >= 1:
+            raise ValueError(f"range must lie in [0, 1) (got [{self.low}, {self.high}])")
+        return self
+
+
+class LogUnitRange(PositiveRange):
+    """A log-searched range inside (0, 1): 1 - beta2."""
+
+    @model_validator(mode="after")
+    def _below_one(self) -> LogUnitRange:
+        if self.high >= 1:
+            raise ValueError(f"high must be < 1 (got {self.high}): beta2 = 1 - value must stay > 0")
+        return self
+
+
+class NonNegativeRange(Range):
+    @model_validator(mode="after")
+    def _non_negative(self) -> NonNegativeRange:
+        if self.low < 0:
+            raise ValueError(f"low must be >= 0 (got {self.low})")
+        return self
+
+
+class SearchSpace(_Strict):
+    """Narrowing of the search space. Every field left out keeps the preset's value.
+
+    ``lr`` left out means: centred on the LR range test's suggestion.
+    ``weight_decay`` is searched log-uniformly; ``weight_decay_zero`` also allows exactly 0.
+    """
+
+    optimizers: list[OptimizerName] | None = Field(default=None, min_length=1)
+    lr: PositiveRange | None = None
+    beta1: UnitRange | None = None
+    one_minus_beta2: LogUnitRange | None = None
+    eps: PositiveRange | None = None
+    weight_decay: PositiveRange | None = None
+    warmup_fraction: NonNegativeRange | None = None
+    schedules: list[ScheduleName] | None = Field(default=None, min_length=1)
+    amsgrad: bool | None = None
+
+    @model_validator(mode="after")
+    def _warmup_below_one(self) -> SearchSpace:
+        if self.warmup_fraction is not None and self.warmup_fraction.high > 0.9:
+            raise ValueError("warmup_fraction.high must be <= 0.9: warmup must leave steps to train")
+        return self
+
+
+class SweepSpec(_Strict):
+    """The LR range test: an exponential ramp from ``lr_min`` to ``lr_max``."""
+
+    lr_min: float = Field(default=1e-7, gt=0)
+    lr_max: float = Field(default=10.0, gt=0)
+    steps: int = Field(default=100, ge=10, le=10_000)
+    smoothing: float = Field(default=0.98, ge=0, lt=1, description="EMA factor of the loss")
+    divergence_factor: float = Field(default=4.0, gt=1)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SweepSpec:
+        if not self.lr_min < self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min}) must be smaller than lr_max ({self.lr_max})")
+        return self
+
+
+class Budget(_Strict):
+    trials: int = Field(default=24, ge=2, le=MAX_TRIALS, description="finished trials in all")
+    steps_per_trial: int = Field(default=300, ge=10, le=MAX_STEPS_PER_TRIAL)
+    eval_every: int = Field(default=50, ge=1, description="validate every this many steps")
+
+
+class JobSpec(_Strict):
+    """The body of ``POST /v1/jobs`` and the content of a job file."""
+
+    name: str | None = Field(default=None, max_length=200)
+    workload: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+    preset: PresetName = "default"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    budget: Budget = Field(default_factory=Budget)
+    search: SearchSpace = Field(default_factory=SearchSpace)
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+    population: int = Field(default=1, ge=1, le=MAX_POPULATION, description="trials trained at once")
+    grad_clip: float | None = Field(default=None, gt=0)
+    lr_floor: float = Field(default=0.0, ge=0, lt=1, description="decay floor, a fraction of peak lr")
+
+    @model_validator(mode="after")
+    def _eval_fits(self) -> JobSpec:
+        if self.budget.eval_every > self.budget.steps_per_trial:
+            raise ValueError(
+                f"budget.eval_every ({self.budget.eval_every}) must be <= budget.steps_per_trial "
+                f"({self.budget.steps_per_trial})"
+            )
+        return self
+
+
+class JobFileError(ValueError):
+    """A job file that cannot be read or does not validate; the message says what to fix."""
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_job(data: Any) -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise JobFileError(format_validation_error(exc)) from None
+
+
+def load_job_file(path: str | Path) -> JobSpec:
+    """Read a YAML or JSON job file and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise JobFileError(f"cannot read job file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobFileError(f"{p} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise JobFileError(f"{p} must hold a mapping with at least 'workload'")
+    try:
+        return parse_job(data)
+    except JobFileError as exc:
+        raise JobFileError(f"{p}: {exc}") from None

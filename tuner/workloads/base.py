@@ -1,0 +1,50 @@
+"""The Workload protocol: what one trial trains."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@runtime_checkable
+class Workload(Protocol):
+    """A model, its data and its loss.
+
+    ``make_model(seed)`` returns a fresh model whose initial weights depend only on the seed;
+    ``train_batches(seed)`` is an endless iterator of CPU ``(inputs, targets)`` batches;
+    ``val_batches()`` is a fixed, finite list of CPU batches; ``loss`` is a scalar loss.
+    ``vmappable`` says whether the model can be trained as a population under
+    ``torch.func.vmap`` (False for BatchNorm in training mode, dropout, data-dependent control).
+    """
+
+    name: str
+    description: str
+    vmappable: bool
+
+    def make_model(self, seed: int) -> nn.Module: ...
+
+    def train_batches(self, seed: int) -> Iterator[Batch]: ...
+
+    def val_batches(self) -> Iterable[Batch]: ...
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+
+def endless_shuffled(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Endless minibatches of (x, y), reshuffled every epoch by a seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = order[start : start + batch_size]
+            yield x[idx], y[idx]
+
+
+def fixed_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Batch]:
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]

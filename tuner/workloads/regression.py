@@ -1,0 +1,46 @@
+"""Regression of a smooth nonlinear function of 16 inputs, on generated data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
+
+
+class RegressionMLP:
+    name = "regression_mlp"
+    description = "generated regression y = sin(Wx) . v + noise (16 -> 1), MLP 16-64-64-1, MSE"
+    vmappable = True
+    batch_size = 128
+
+    @cached_property
+    def _data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(4321)
+        n, d = 4096, 16
+        x = torch.randn(n, d, generator=gen)
+        w = torch.randn(d, 8, generator=gen) / d**0.5
+        v = torch.randn(8, 1, generator=gen)
+        y = torch.sin(2.0 * x @ w) @ v + 0.3 * (x[:, :1] * x[:, 1:2])
+        y = y + 0.05 * torch.randn(n, 1, generator=gen)
+        n_val = 512
+        return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+    def make_model(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+
+    def train_batches(self, seed: int) -> Iterator[Batch]:
+        x, y, _, _ = self._data
+        return endless_shuffled(x, y, self.batch_size, seed)
+
+    def val_batches(self) -> list[Batch]:
+        _, _, xv, yv = self._data
+        return fixed_batches(xv, yv, 512)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs, targets)
