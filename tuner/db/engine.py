@@ -1,0 +1,174 @@
+"""Engines, sessions, transactions and migrations for adamtune's store.
+
+One URL (``ADAMTUNE_DATABASE_URL``) names the database. SQLite is the embedded default
+(WAL, a busy timeout); PostgreSQL is the scale-out store (psycopg 3, pre-ping). Optuna's
+RDB storage lives in the same database: :func:`optuna_storage` opens it with the same URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuner.db.types import UTCDateTime, db_now
+
+if TYPE_CHECKING:
+    import optuna
+    from alembic.config import Config
+
+__all__ = [
+    "StoreConflict",
+    "StoreError",
+    "StoreUnavailable",
+    "UTCDateTime",
+    "db_now",
+    "make_engine",
+    "make_session_factory",
+    "optuna_storage",
+    "transaction",
+    "upgrade",
+]
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+POSTGRES_POOL_SIZE = 5
+POSTGRES_MAX_OVERFLOW = 10
+ALEMBIC_VERSION_TABLE = "adamtune_alembic_version"
+
+
+class StoreError(RuntimeError):
+    """The store failed (database unreachable, locked, or refused a statement)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or was too busy; retrying later may work."""
+
+
+class StoreConflict(StoreError):
+    """A write broke a uniqueness or foreign-key rule (e.g. a reused idempotency key)."""
+
+
+def normalise_url(url: str) -> str:
+    """Make every PostgreSQL URL use the psycopg 3 driver, so users may write ``postgresql://``."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _enable_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers run beside one writer; the busy timeout makes writers wait, not fail."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for the backend: SQLite in WAL mode, PostgreSQL with a pre-pinged pool."""
+    url = normalise_url(url)
+    if is_sqlite(url):
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _enable_sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_size", POSTGRES_POOL_SIZE)
+    kwargs.setdefault("max_overflow", POSTGRES_MAX_OVERFLOW)
+    kwargs.setdefault("pool_recycle", 1800)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit, so callers can read returned rows."""
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+def translate_error(exc: SQLAlchemyError) -> StoreError:
+    """Turn a driver error into the store's own exception, keeping the cause."""
+    if isinstance(exc, IntegrityError):
+        return StoreConflict(f"the database refused a write: {exc.orig}")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return StoreUnavailable(f"lost the database connection: {exc.orig}")
+    if isinstance(exc, DBAPIError) and type(exc).__name__ in ("OperationalError", "InterfaceError"):
+        return StoreUnavailable(f"the database is unavailable or busy: {exc.orig}")
+    return StoreError(f"database error: {exc}")
+
+
+@contextmanager
+def transaction(session_factory: Callable[[], Session]) -> Iterator[Session]:
+    """One unit of work: commit on exit, roll back on error, driver errors become StoreError."""
+    session = session_factory()
+    try:
+        yield session
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise translate_error(exc) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def migrations_dir() -> Path:
+    """The ``migrations`` package (its env.py and versions/), wherever it is installed."""
+    import migrations
+
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic configured in code: our migrations, our version table, this database."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["database_url"] = normalise_url(url)
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply adamtune's migrations (idempotent: a database already at head is left as is)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def optuna_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    callback: Callable[..., None] | None = None,
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on the same database; Optuna creates and migrates its own tables."""
+    import optuna
+
+    url = normalise_url(url)
+    if is_sqlite(url):
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": POSTGRES_POOL_SIZE}
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=callback,
+    )
