@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuner.db.types import UTCDateTime, db_now
+from tuner.db.types import UTCDateTime, db_now, json_dumps
 
 if TYPE_CHECKING:
     import optuna
@@ -84,13 +84,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     if is_sqlite(url):
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
-        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        engine = create_engine(url, connect_args=connect_args, json_serializer=json_dumps, **kwargs)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_size", POSTGRES_POOL_SIZE)
     kwargs.setdefault("max_overflow", POSTGRES_MAX_OVERFLOW)
     kwargs.setdefault("pool_recycle", 1800)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

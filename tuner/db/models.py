@@ -28,7 +28,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tuner.db.types import UTCDateTime, db_now
 
-JOB_STATUSES: tuple[str, ...] = ("queued", "sweeping", "searching", "completed", "failed", "cancelled")
+JOB_STATUSES: tuple[str, ...] = (
+    "queued",
+    "sweeping",
+    "searching",
+    "completed",
+    "failed",
+    "cancelled",
+)
 ACTIVE_JOB_STATUSES: tuple[str, ...] = ("queued", "sweeping", "searching")
 FINISHED_JOB_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
 WORKER_STATUSES: tuple[str, ...] = ("running", "stopping", "stopped", "lost")
@@ -55,6 +62,8 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+    # Read server-side defaults (db clock times) back at flush, so rows stay usable after commit.
+    __mapper_args__ = {"eager_defaults": True}
 
 
 class Job(Base):

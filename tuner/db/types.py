@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +12,25 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON (and PostgreSQL) has no such numbers.
+
+    A diverged LR sweep ends in an infinite loss; it is stored, and served, as ``null``.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """The JSON serializer of every engine: strict JSON, the same on SQLite and PostgreSQL."""
+    return json.dumps(finite_json(value), allow_nan=False)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

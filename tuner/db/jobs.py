@@ -1,0 +1,143 @@
+"""Queries on jobs. Status changes are compare-and-set, so two workers never both move a job.
+
+Every read takes an optional ``tenant``; the API always passes it, so one tenant never
+sees another's jobs. Functions never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from tuner.db import events
+from tuner.db.models import (
+    ACTIVE_JOB_STATUSES,
+    DEFAULT_TENANT,
+    FINISHED_JOB_STATUSES,
+    JOB_STATUSES,
+    Job,
+    new_job_id,
+)
+from tuner.db.types import db_now
+from tuner.spec import JobSpec
+
+
+def study_name_for(job_id: str) -> str:
+    """The Optuna study of a job; stable, so any worker can load it by the job id alone."""
+    return f"adamtune-{job_id}"
+
+
+def create_job(
+    s: Session,
+    *,
+    spec: JobSpec,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Job:
+    """Insert a queued job for ``spec``; a reused (tenant, idempotency key) raises StoreConflict."""
+    job_id = new_job_id()
+    job = Job(
+        id=job_id,
+        tenant=tenant,
+        name=spec.name,
+        workload=spec.workload,
+        spec=spec.model_dump(mode="json"),
+        status="queued",
+        study_name=study_name_for(job_id),
+        trials_total=spec.budget.trials,
+        trials_completed=0,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    s.add(job)
+    s.flush()
+    events.add_event(s, job_id, "created", f"queued: {spec.workload}, {spec.budget.trials} trials")
+    return job
+
+
+def get_job(s: Session, job_id: str, tenant: str | None = None) -> Job | None:
+    """The job, or None where it does not exist or belongs to another tenant."""
+    stmt = select(Job).where(Job.id == job_id)
+    if tenant is not None:
+        stmt = stmt.where(Job.tenant == tenant)
+    return s.scalars(stmt).one_or_none()
+
+
+def get_job_by_idempotency_key(s: Session, tenant: str, idempotency_key: str) -> Job | None:
+    stmt = select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
+    return s.scalars(stmt).one_or_none()
+
+
+def list_jobs(
+    s: Session,
+    *,
+    tenant: str | None = None,
+    status: str | None = None,
+    workload: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """One page of jobs, newest first, and the number of jobs matching the filters."""
+    conditions = []
+    if tenant is not None:
+        conditions.append(Job.tenant == tenant)
+    if status is not None:
+        conditions.append(Job.status == status)
+    if workload is not None:
+        conditions.append(Job.workload == workload)
+    total = s.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+    page = s.scalars(
+        select(Job)
+        .where(*conditions)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(page), int(total)
+
+
+def transition(
+    s: Session, job_id: str, expected: str | Sequence[str], new: str, **fields: Any
+) -> bool:
+    """Move a job from one of ``expected`` to ``new``; False when it was not in ``expected``.
+
+    One ``UPDATE ... WHERE status IN (...)``: of two callers racing from the same status,
+    exactly one wins. Leaving ``queued`` stamps ``started_at``, reaching a final status
+    stamps ``finished_at`` (unless given in ``fields``). ``fields`` may hold SQL
+    expressions such as ``db_now(+30)``.
+    """
+    if new not in JOB_STATUSES:
+        raise ValueError(f"unknown job status {new!r}; statuses: {', '.join(JOB_STATUSES)}")
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
+    values: dict[str, Any] = {"status": new, "updated_at": db_now()}
+    if new != "queued":
+        values["started_at"] = func.coalesce(Job.started_at, db_now())
+    if new in FINISHED_JOB_STATUSES:
+        values["finished_at"] = db_now()
+    values.update(fields)
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(expected))
+        .values(**values)
+        .execution_options(synchronize_session="fetch")
+    )
+    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def request_cancel(s: Session, job_id: str, tenant: str | None = None) -> Job | None:
+    """Cancel a job that has not finished. Returns the job as it now is (None: no such job).
+
+    The returned job's status says what happened: ``cancelled``, or the final status it
+    reached before the cancel could win.
+    """
+    job = get_job(s, job_id, tenant)
+    if job is None:
+        return None
+    if transition(s, job_id, ACTIVE_JOB_STATUSES, "cancelled", sweep_lease_expires_at=None):
+        events.add_event(s, job_id, "cancelled", "cancelled on request")
+    s.refresh(job)
+    return job
