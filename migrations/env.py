@@ -14,10 +14,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from tuner.db.engine import ALEMBIC_VERSION_TABLE, is_sqlite, make_engine, normalise_url
-from tuner.db.models import Base
+from tuner.db.models import all_tables
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = all_tables()
 OUR_TABLES = frozenset(target_metadata.tables)
 
 

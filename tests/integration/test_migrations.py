@@ -10,9 +10,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from tuner.db.engine import ALEMBIC_VERSION_TABLE, make_engine, optuna_storage, upgrade
-from tuner.db.models import Base
+from tuner.db.models import all_tables
 
-OUR_TABLES = set(Base.metadata.tables)
+METADATA = all_tables()
+OUR_TABLES = set(METADATA.tables)
 
 
 def _diff(url: str) -> list[Any]:
@@ -29,7 +30,7 @@ def _diff(url: str) -> list[Any]:
                     ),
                 },
             )
-            return list(compare_metadata(context, Base.metadata))
+            return list(compare_metadata(context, METADATA))
     finally:
         engine.dispose()
 

@@ -6,6 +6,8 @@ Times are timezone-aware UTC and default to the database clock.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import uuid
 from datetime import datetime
 from typing import Any
@@ -49,6 +51,19 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def all_tables() -> MetaData:
+    """The metadata with every table that any ``tuner.db`` module declares on :class:`Base`.
+
+    Some tables belong to the module that owns their queries (e.g. claims' search locks);
+    importing every module here lets Alembic compare all of them, not only this file's.
+    """
+    import tuner.db as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    return Base.metadata
 
 
 def new_job_id() -> str:
