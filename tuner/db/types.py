@@ -13,24 +13,37 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
-def finite_json(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: JSON (and PostgreSQL) has no such numbers.
 
-    A diverged LR sweep ends in an infinite loss; it is stored, and served, as ``null``.
+def encode_non_finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as the strings "NaN", "Infinity", "-Infinity".
+
+    JSON (and PostgreSQL's json type) has no such numbers, yet a diverged LR sweep ends
+    in an infinite loss. As strings they survive both backends, and ``float()`` reads
+    them back unchanged. Readers that serve JSON turn them into null (``finite_or_none``).
     """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
+        return {k: encode_non_finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [finite_json(v) for v in value]
+        return [encode_non_finite(v) for v in value]
     return value
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A stored number as a finite float, or None for NaN/infinities (either spelling)."""
+    if value is None:
+        return None
+    number = NON_FINITE.get(value, value) if isinstance(value, str) else value
+    number = float(number)
+    return number if math.isfinite(number) else None
 
 
 def json_dumps(value: Any) -> str:
     """The JSON serializer of every engine: strict JSON, the same on SQLite and PostgreSQL."""
-    return json.dumps(finite_json(value), allow_nan=False)
+    return json.dumps(encode_non_finite(value), allow_nan=False)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
