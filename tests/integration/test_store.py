@@ -225,3 +225,39 @@ def test_transaction_rolls_back_on_error(store: sessionmaker[Session]) -> None:
     with transaction(store) as s:
         job = jobs.get_job(s, job_id)
         assert job is not None and job.status == "queued"
+
+
+def test_create_job_once_returns_the_first_job(store: sessionmaker[Session]) -> None:
+    with transaction(store) as s:
+        first, created = jobs.create_job_once(
+            s, spec=_spec(), tenant="default", idempotency_key="k"
+        )
+        assert created
+    with transaction(store) as s:
+        again, created = jobs.create_job_once(
+            s, spec=_spec(), tenant="default", idempotency_key="k"
+        )
+        assert not created and again.id == first.id
+        other, created = jobs.create_job_once(s, spec=_spec(), tenant="acme", idempotency_key="k")
+        assert created and other.id != first.id
+    with transaction(store) as s, pytest.raises(jobs.IdempotencyKeyReused, match="different body"):
+        jobs.create_job_once(s, spec=_spec(seed=7), tenant="default", idempotency_key="k")
+
+
+def test_racing_idempotent_creates_make_one_job(store: sessionmaker[Session]) -> None:
+    barrier = threading.Barrier(3)
+    ids: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        with transaction(store) as s:
+            ids.append(jobs.create_job_once(s, spec=_spec(), tenant="t", idempotency_key="k")[0].id)
+
+    threads = [threading.Thread(target=submit) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 3 and len(set(ids)) == 1
+    with transaction(store) as s:
+        assert jobs.list_jobs(s, tenant="t")[1] == 1

@@ -6,10 +6,13 @@ sees another's jobs. Functions never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tuner.db import events
@@ -57,6 +60,57 @@ def create_job(
     s.flush()
     events.add_event(s, job_id, "created", f"queued: {spec.workload}, {spec.budget.trials} trials")
     return job
+
+
+class IdempotencyKeyReused(ValueError):
+    """An idempotency key sent again with a different job body."""
+
+    def __init__(self, key: str, job_id: str):
+        self.key = key
+        self.job_id = job_id
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for job {job_id} with a different body; "
+            "send the same body to get that job back, or use a new key for a new job"
+        )
+
+
+def request_hash(spec: JobSpec) -> str:
+    """A fingerprint of the job body, to tell a retried request from a different one."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job_once(
+    s: Session, *, spec: JobSpec, tenant: str, idempotency_key: str
+) -> tuple[Job, bool]:
+    """Create the job unless this tenant already did under this key: (job, created).
+
+    A retried request (same key, same body) gets the first job back; the same key with a
+    different body raises :class:`IdempotencyKeyReused`. Two racing requests are settled by
+    the unique (tenant, idempotency_key) constraint: the loser's insert is rolled back and
+    it returns the winner's job. Call it first in its transaction, since that rollback
+    discards whatever the transaction wrote before.
+    """
+    fingerprint = request_hash(spec)
+    existing = get_job_by_idempotency_key(s, tenant, idempotency_key)
+    if existing is None:
+        try:
+            job = create_job(
+                s,
+                spec=spec,
+                tenant=tenant,
+                idempotency_key=idempotency_key,
+                request_hash=fingerprint,
+            )
+            return job, True
+        except IntegrityError:
+            s.rollback()
+            existing = get_job_by_idempotency_key(s, tenant, idempotency_key)
+            if existing is None:
+                raise
+    if existing.request_hash != fingerprint:
+        raise IdempotencyKeyReused(idempotency_key, existing.id)
+    return existing, False
 
 
 def get_job(s: Session, job_id: str, tenant: str | None = None) -> Job | None:
