@@ -1,0 +1,34 @@
+"""Many trials as one vmapped model, updated by a vectorised Adam/AdamW.
+
+``train_population(workload, configs, ...)`` trains one member per ``OptimConfig`` at once
+and returns one result per member, each equal (within float rounding) to a separate
+``torch.optim`` trial with the same seed. ``can_vmap(workload)`` says whether a workload
+can be trained this way; where it cannot, train its trials one at a time.
+"""
+
+from tuner.population.diagnostics import effective_step_diagnostics
+from tuner.population.optimizer import MemberHyperparameters, VectorisedAdam, VectorisedAdamW
+from tuner.population.stacked import StackedModel, can_vmap
+from tuner.population.trainer import (
+    DIVERGENCE_FACTOR,
+    PopulationInterrupted,
+    PopulationMemberResult,
+    SmoothedLossMonitor,
+    clip_grad_norm_rows_,
+    train_population,
+)
+
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "MemberHyperparameters",
+    "PopulationInterrupted",
+    "PopulationMemberResult",
+    "SmoothedLossMonitor",
+    "StackedModel",
+    "VectorisedAdam",
+    "VectorisedAdamW",
+    "can_vmap",
+    "clip_grad_norm_rows_",
+    "effective_step_diagnostics",
+    "train_population",
+]

@@ -1,0 +1,188 @@
+"""Adam and AdamW for K population members at once, with per-member hyperparameters.
+
+``torch.optim``'s fused and foreach kernels take one scalar lr per parameter group, so
+they cannot give every member its own lr, betas, eps and weight decay. Here every
+hyperparameter is a ``[K, 1]`` column broadcast over the member's ``[K, P]`` parameter row,
+and the update follows ``torch.optim.Adam``/``AdamW``'s single-tensor code operation by
+operation (bias correction, eps added after the square root, L2 decay for Adam and
+decoupled ``lr * wd`` decay for AdamW, optional amsgrad), so each member agrees with a
+``torch.optim`` run of its own. Scalars are computed in float64 and rounded once, as
+torch's Python-float hyperparameters are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+
+from tuner.optim import OptimConfig
+from tuner.schedules import SCHEDULE_CODES, lr_multiplier_tensor
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass(frozen=True)
+class MemberHyperparameters:
+    """Every member's hyperparameters as CPU tensors of shape ``[K]``."""
+
+    lr: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+    weight_decay: torch.Tensor
+    decoupled: torch.Tensor  # bool: AdamW
+    amsgrad: torch.Tensor  # bool
+    warmup_steps: torch.Tensor
+    schedule_codes: torch.Tensor
+    floor: torch.Tensor
+
+    @classmethod
+    def from_configs(cls, configs: Sequence[OptimConfig]) -> MemberHyperparameters:
+        for i, c in enumerate(configs):
+            if c.optimizer not in OPTIMIZERS:
+                raise ValueError(
+                    f"member {i}: unknown optimizer {c.optimizer!r}; use 'adam' or 'adamw'"
+                )
+            if c.schedule not in SCHEDULE_CODES:
+                raise ValueError(
+                    f"member {i}: unknown schedule {c.schedule!r}; "
+                    f"use one of {', '.join(SCHEDULE_CODES)}"
+                )
+
+        def column(attr: str) -> torch.Tensor:
+            return torch.tensor([float(getattr(c, attr)) for c in configs], dtype=torch.float64)
+
+        return cls(
+            lr=column("lr"),
+            beta1=column("beta1"),
+            beta2=column("beta2"),
+            eps=column("eps"),
+            weight_decay=column("weight_decay"),
+            decoupled=torch.tensor([c.optimizer == "adamw" for c in configs]),
+            amsgrad=torch.tensor([bool(c.amsgrad) for c in configs]),
+            warmup_steps=column("warmup_steps"),
+            schedule_codes=torch.tensor([SCHEDULE_CODES[c.schedule] for c in configs]),
+            floor=column("floor"),
+        )
+
+    def select(self, rows: torch.Tensor) -> MemberHyperparameters:
+        """The hyperparameters of the members at ``rows`` only."""
+        cpu_rows = rows.cpu()
+        return MemberHyperparameters(
+            **{f.name: getattr(self, f.name)[cpu_rows] for f in fields(self)}
+        )
+
+    def lr_at(self, step: int, total_steps: int) -> torch.Tensor:
+        """Each member's lr for ``step`` (0-based): peak lr times its schedule's multiplier."""
+        mult = lr_multiplier_tensor(
+            step,
+            total_steps=total_steps,
+            warmup_steps=self.warmup_steps,
+            schedule_codes=self.schedule_codes,
+            floor=self.floor,
+        )
+        return self.lr * mult
+
+
+class VectorisedAdam:
+    """Adam (L2 decay) and AdamW (decoupled decay), one ``decoupled`` flag per member.
+
+    ``params`` is the ``[K, P]`` parameter matrix, updated in place; its first ``n_decay``
+    columns are weight-decayed (matrices), the rest are not (biases, norm weights).
+    Members step in lockstep, so they share one step count.
+    """
+
+    def __init__(self, params: torch.Tensor, n_decay: int, hyper: MemberHyperparameters):
+        if params.dim() != 2 or params.shape[0] != len(hyper.lr):
+            raise ValueError(
+                f"params must be [K, P] with K = {len(hyper.lr)} members "
+                f"(got {tuple(params.shape)})"
+            )
+        self.params = params
+        self.n_decay = n_decay
+        self.hyper = hyper
+        self.step_count = 0
+        self.exp_avg = torch.zeros_like(params)
+        self.exp_avg_sq = torch.zeros_like(params)
+        self.max_exp_avg_sq = torch.zeros_like(params) if bool(hyper.amsgrad.any()) else None
+        self._set_constants()
+
+    def column(self, values: torch.Tensor) -> torch.Tensor:
+        """A float64 CPU vector ``[K]`` as a ``[K, 1]`` column of the parameters' dtype, device."""
+        return values.to(self.params.dtype).unsqueeze(1).to(self.params.device)
+
+    def _set_constants(self) -> None:
+        h = self.hyper
+        coupled_wd = torch.where(h.decoupled, torch.zeros_like(h.weight_decay), h.weight_decay)
+        self._l2 = self.column(coupled_wd)
+        self._any_l2 = bool((coupled_wd != 0).any()) and self.n_decay > 0
+        self._any_decoupled = bool((h.decoupled & (h.weight_decay != 0)).any()) and self.n_decay > 0
+        self._one_minus_beta1 = self.column(1.0 - h.beta1)
+        self._beta2 = self.column(h.beta2)
+        self._one_minus_beta2 = self.column(1.0 - h.beta2)
+        self._eps = self.column(h.eps)
+        self._amsgrad_rows = h.amsgrad.unsqueeze(1).to(self.params.device)
+        self._any_amsgrad = bool(h.amsgrad.any())
+        self._all_amsgrad = bool(h.amsgrad.all())
+        self._scratch = torch.empty_like(self.params)
+        self._denom = torch.empty_like(self.params)
+
+    def _step_coefficients(self, lr: torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
+        """Per-member decoupled decay factor, sqrt of bias correction 2 and -step size."""
+        h = self.hyper
+        decay = torch.where(h.decoupled, 1.0 - lr * h.weight_decay, torch.ones_like(lr))
+        bc2_sqrt = (1.0 - h.beta2**step) ** 0.5
+        neg_step_size = -(lr / (1.0 - h.beta1**step))
+        packed = torch.stack([decay, bc2_sqrt, neg_step_size]).to(self.params.dtype)
+        packed = packed.unsqueeze(2).to(self.params.device, non_blocking=True)
+        return packed[0], packed[1], packed[2]
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        """One update. ``grad`` is ``[K, P]`` (changed in place); ``lr`` is float64 ``[K]`` on CPU."""
+        self.step_count += 1
+        decay, bc2_sqrt, neg_step_size = self._step_coefficients(lr, self.step_count)
+        p, d = self.params, self.n_decay
+        if self._any_l2:
+            grad[:, :d].add_(torch.mul(p[:, :d], self._l2))
+        if self._any_decoupled:
+            p[:, :d].mul_(decay)
+        self.exp_avg.lerp_(grad, self._one_minus_beta1)
+        torch.mul(grad, self._one_minus_beta2, out=self._scratch).mul_(grad)
+        self.exp_avg_sq.mul_(self._beta2).add_(self._scratch)
+        second = self._second_moment()
+        torch.sqrt(second, out=self._denom).div_(bc2_sqrt).add_(self._eps)
+        torch.mul(self.exp_avg, neg_step_size, out=self._scratch).div_(self._denom)
+        p.add_(self._scratch)
+
+    def _second_moment(self) -> torch.Tensor:
+        """The second moment each member normalises by: its running max where amsgrad is on."""
+        if self.max_exp_avg_sq is None:
+            return self.exp_avg_sq
+        torch.maximum(self.max_exp_avg_sq, self.exp_avg_sq, out=self.max_exp_avg_sq)
+        if self._all_amsgrad:
+            return self.max_exp_avg_sq
+        return torch.where(self._amsgrad_rows, self.max_exp_avg_sq, self.exp_avg_sq)
+
+    def keep(self, rows: torch.Tensor, params: torch.Tensor) -> None:
+        """Keep the state of the members at ``rows``; ``params`` is the compacted parameters."""
+        self.params = params
+        self.exp_avg = self.exp_avg.index_select(0, rows)
+        self.exp_avg_sq = self.exp_avg_sq.index_select(0, rows)
+        if self.max_exp_avg_sq is not None:
+            self.max_exp_avg_sq = self.max_exp_avg_sq.index_select(0, rows)
+        self.hyper = self.hyper.select(rows)
+        self._set_constants()
+
+
+class VectorisedAdamW(VectorisedAdam):
+    """AdamW for every member (decoupled weight decay), whatever the configs' optimizer says."""
+
+    def __init__(self, params: torch.Tensor, n_decay: int, hyper: MemberHyperparameters):
+        hyper = MemberHyperparameters(
+            **{f.name: getattr(hyper, f.name) for f in fields(hyper) if f.name != "decoupled"},
+            decoupled=torch.ones_like(hyper.decoupled),
+        )
+        super().__init__(params, n_decay, hyper)
