@@ -141,7 +141,7 @@ class VectorisedAdam:
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor, lr: torch.Tensor) -> None:
-        """One update. ``grad`` is ``[K, P]`` (changed in place); ``lr`` is float64 ``[K]`` on CPU."""
+        """One update: ``grad`` ``[K, P]`` (changed in place), ``lr`` float64 ``[K]`` on CPU."""
         self.step_count += 1
         decay, bc2_sqrt, neg_step_size = self._step_coefficients(lr, self.step_count)
         p, d = self.params, self.n_decay

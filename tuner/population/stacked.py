@@ -100,7 +100,7 @@ class StackedModel:
         return self._loss(functional_call(self._base, (params, buffers), (x,)), y)
 
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training losses ``[K]`` and gradients ``[K, P]`` (the layout of ``flat``) on one batch."""
+        """Training losses ``[K]`` and gradients ``[K, P]`` (laid out as ``flat``) on one batch."""
         self._base.train()
         grads, losses = self._grad_fn(self.params, self.buffers, x, y)
         flat_grad = torch.cat([grads[s.name].reshape(self.size, -1) for s in self.slots], dim=1)
