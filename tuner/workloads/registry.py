@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
-from tuner.workloads.base import Workload
+if TYPE_CHECKING:
+    from tuner.workloads.base import Workload
 
 log = logging.getLogger(__name__)
 GROUP = "adamtune.workloads"
@@ -44,6 +46,8 @@ def get(name: str) -> Workload:
         raise UnknownWorkloadError(name, names())
     factory = eps[name].load()
     workload = factory()
+    from tuner.workloads.base import Workload  # torch: only once a workload is really loaded
+
     if not isinstance(workload, Workload):
         raise TypeError(f"entry point {name!r} did not produce a Workload (got {type(workload)!r})")
     return workload

@@ -1,0 +1,69 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+Nothing is created at import time: the engine, the session factory and Optuna's storage
+belong to one app instance (``app.state``), so tests can build apps on SQLite and on
+PostgreSQL side by side. ``uvicorn --factory api.app:create_app`` reads the settings from
+the environment (``ADAMTUNE_*``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from api import errors
+from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from api.routes import health, jobs, results, workers, workloads
+from tuner.db.engine import make_engine, make_session_factory
+from tuner.settings import Settings
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/v1"
+DESCRIPTION = (
+    "Tune Adam/AdamW hyperparameters: submit a job (a workload and a budget), let the "
+    "workers run the LR range test and the search, then fetch a ready-to-paste recommendation."
+)
+
+
+def api_router() -> APIRouter:
+    """Every resource's router under ``/v1``."""
+    router = APIRouter(prefix=API_PREFIX)
+    for module in (jobs, results, workloads, workers):
+        router.include_router(module.router)
+    return router
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    storage = getattr(app.state, "optuna_storage", None)
+    if storage is not None:
+        storage.engine.dispose()
+    app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app on ``settings`` (default: from the environment)."""
+    settings = settings or Settings()
+    if settings.auth == "disabled":
+        log.warning("ADAMTUNE_AUTH=disabled: every request is served as the default tenant")
+    app = FastAPI(
+        title="adamtune",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.optuna_storage = None
+    errors.install(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(api_router())
+    app.include_router(health.router)
+    return app

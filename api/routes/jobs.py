@@ -1,0 +1,106 @@
+"""``/v1/jobs``: submit, list, read and cancel tuning jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.errors import UnprocessableJob, field_error
+from api.schemas import JobPublic, JobsPublic
+from tuner import workloads
+from tuner.db import jobs
+from tuner.db.models import ACTIVE_JOB_STATUSES
+from tuner.settings import Settings
+from tuner.spec import JobSpec
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+StatusFilter = Literal["queued", "sweeping", "searching", "completed", "failed", "cancelled"]
+
+
+def refuse_unservable(spec: JobSpec, settings: Settings) -> None:
+    """422 for a job this server will not run: unknown workload, or budgets over its limits."""
+    errors = []
+    known = workloads.names()
+    if spec.workload not in known:
+        msg = f"unknown workload {spec.workload!r}; known workloads: {', '.join(known)}"
+        errors.append(field_error(["body", "workload"], msg))
+    limits = [
+        (["body", "budget", "trials"], spec.budget.trials, settings.max_trials, "MAX_TRIALS"),
+        (
+            ["body", "budget", "steps_per_trial"],
+            spec.budget.steps_per_trial,
+            settings.max_steps_per_trial,
+            "MAX_STEPS_PER_TRIAL",
+        ),
+        (["body", "population"], spec.population, settings.max_population, "MAX_POPULATION"),
+    ]
+    for loc, value, limit, env in limits:
+        if value > limit:
+            msg = f"{value} exceeds this server's limit of {limit} (ADAMTUNE_{env}); ask for less"
+            errors.append(field_error(loc, msg, "less_than_equal"))
+    if errors:
+        raise UnprocessableJob(errors)
+
+
+@router.post("", status_code=202, response_model=JobPublic, summary="Submit a tuning job")
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: CurrentTenant,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobPublic:
+    """Queue a job (202 with ``Location``). A retry with the same ``Idempotency-Key`` and
+    body returns the first job (200); the same key with another body is refused (422)."""
+    refuse_unservable(spec, settings)
+    if idempotency_key:
+        try:
+            job, created = jobs.create_job_once(
+                session, spec=spec, tenant=tenant, idempotency_key=idempotency_key
+            )
+        except jobs.IdempotencyKeyReused as exc:
+            raise UnprocessableJob([field_error(["header", "Idempotency-Key"], str(exc))]) from None
+        if not created:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+    else:
+        job = jobs.create_job(session, spec=spec, tenant=tenant)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobPublic.of(job)
+
+
+@router.get("", response_model=JobsPublic, summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    status: StatusFilter | None = None,
+    workload: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobsPublic:
+    page, total = jobs.list_jobs(
+        session, tenant=tenant, status=status, workload=workload, limit=limit, offset=offset
+    )
+    return JobsPublic(data=[JobPublic.of(j) for j in page], count=total)
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="A job: status, phase, progress")
+def get_job(job: JobDep) -> JobPublic:
+    return JobPublic.of(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job")
+def cancel_job(job: JobDep, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
+    """Cancel a queued or running job; workers stop its trials at their next check."""
+    if job.status in ACTIVE_JOB_STATUSES:
+        job = jobs.request_cancel(session, job.id, tenant) or job
+        if job.status == "cancelled":
+            return JobPublic.of(job)
+    raise HTTPException(
+        status_code=409,
+        detail=f"job {job.id} is already {job.status}; only queued, sweeping or searching "
+        "jobs can be cancelled",
+    )

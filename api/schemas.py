@@ -1,0 +1,209 @@
+"""Request and response bodies of the REST API, apart from the ORM models.
+
+The request body of ``POST /v1/jobs`` is :class:`tuner.spec.JobSpec` itself (the job file).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tuner.db.models import Job
+from tuner.db.types import finite_or_none
+from tuner.db.workers import WorkerState
+
+PHASES = {
+    "queued": "waiting for a worker",
+    "sweeping": "LR range test",
+    "completed": "done",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def phase_of(job: Job) -> str:
+    """A human phrase for where the job is, e.g. ``search: 7/24 trials``."""
+    if job.status == "searching":
+        return f"search: {job.trials_completed}/{job.trials_total} trials"
+    return PHASES.get(job.status, job.status)
+
+
+class Progress(BaseModel):
+    trials_completed: int
+    trials_total: int
+    best_objective: float | None = None
+
+
+class JobLinks(BaseModel):
+    self: str
+    cancel: str
+    lr_sweep: str
+    trials: str
+    recommendation: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str | None
+    workload: str
+    status: str
+    phase: str
+    progress: Progress
+    baseline_objective: float | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        base = f"/v1/jobs/{job.id}"
+        return cls(
+            id=job.id,
+            name=job.name,
+            workload=job.workload,
+            status=job.status,
+            phase=phase_of(job),
+            progress=Progress(
+                trials_completed=job.trials_completed,
+                trials_total=job.trials_total,
+                best_objective=finite_or_none(job.best_objective),
+            ),
+            baseline_objective=finite_or_none(job.baseline_objective),
+            error=job.error,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            links=JobLinks(
+                self=base,
+                cancel=f"{base}/cancel",
+                lr_sweep=f"{base}/lr-sweep",
+                trials=f"{base}/trials",
+                recommendation=f"{base}/recommendation",
+            ),
+        )
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(description="jobs matching the filters, on every page")
+
+
+def _numbers(values: list[Any]) -> list[float | None]:
+    return [finite_or_none(v) for v in values]
+
+
+class LRSweepPublic(BaseModel):
+    """The LR range test; non-finite losses (divergence) are null."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    worker_id: str | None
+    created_at: datetime
+    lrs: list[float | None]
+    losses: list[float | None]
+    smoothed: list[float | None]
+    suggestions: dict[str, float | None]
+    lr_range: dict[str, float | None]
+    stop_reason: str | None = None
+
+    @field_validator("lrs", "losses", "smoothed", mode="before")
+    @classmethod
+    def _finite_lists(cls, values: list[Any]) -> list[float | None]:
+        return _numbers(values)
+
+    @field_validator("suggestions", "lr_range", mode="before")
+    @classmethod
+    def _finite_maps(cls, values: dict[str, Any]) -> dict[str, float | None]:
+        return {k: finite_or_none(v) for k, v in values.items()}
+
+
+class TrialPublic(BaseModel):
+    number: int
+    state: str = Field(description="running, complete, pruned, fail or waiting")
+    params: dict[str, Any]
+    value: float | None
+    worker_id: str | None
+    device: str | None
+    reason: str | None = Field(description="why a trial was pruned or failed")
+    role: str | None = Field(description="baseline or sweep_suggestion for the seeded trials")
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int
+
+
+class LRRange(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    low: float | None = None
+    suggested: float | None = None
+    high: float | None = None
+
+
+class RecommendationPublic(BaseModel):
+    """The recommended configuration; ``final`` is false while the search still runs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    final: bool
+    updated_at: datetime
+    optimizer: str | None = None
+    lr: float | None = None
+    betas: list[float] | None = None
+    eps: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
+    total_steps: int | None = None
+    expected_objective: float | None = None
+    baseline_objective: float | None = None
+    lr_range: LRRange | None = None
+    snippet: str | None = None
+
+
+class WorkloadPublic(BaseModel):
+    name: str
+    description: str
+
+
+class WorkloadsPublic(BaseModel):
+    data: list[WorkloadPublic]
+    count: int
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    device: str
+    workloads: list[str]
+    status: str
+    alive: bool = Field(description="heartbeat within the grace period (database clock)")
+    current_job_id: str | None
+    started_at: datetime
+    last_heartbeat: datetime
+
+    @classmethod
+    def of(cls, state: WorkerState) -> WorkerPublic:
+        return cls.model_validate(state, from_attributes=True)
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic]
+    count: int
+
+
+class Health(BaseModel):
+    status: str
+    database: str | None = None
