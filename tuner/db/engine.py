@@ -105,7 +105,7 @@ def translate_error(exc: SQLAlchemyError) -> StoreError:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return StoreUnavailable(f"lost the database connection: {exc.orig}")
     if isinstance(exc, DBAPIError) and type(exc).__name__ in ("OperationalError", "InterfaceError"):
-        return StoreUnavailable(f"the database is unavailable or busy: {exc.orig}")
+        return StoreUnavailable(f"database error: {exc.orig}")
     return StoreError(f"database error: {exc}")
 
 
@@ -147,6 +147,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply adamtune's migrations (idempotent: a database already at head is left as is)."""
     from alembic import command
 
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     command.upgrade(alembic_config(url), revision)
 
 
