@@ -8,6 +8,7 @@ a request id and answered with a generic 500 that carries the same id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,8 +22,8 @@ from tuner.db.engine import StoreConflict, StoreError, StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-def field_error(loc: list[str | int], msg: str, type_: str = "value_error") -> dict[str, Any]:
-    return {"loc": loc, "msg": msg, "type": type_}
+def field_error(loc: Sequence[str | int], msg: str, type_: str = "value_error") -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": type_}
 
 
 def unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:

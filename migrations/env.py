@@ -8,6 +8,7 @@ or, for the plain ``alembic`` command, from ``ADAMTUNE_DATABASE_URL`` via Settin
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from alembic import context
@@ -21,7 +22,7 @@ target_metadata = all_tables()
 OUR_TABLES = frozenset(target_metadata.tables)
 
 
-def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+def include_name(name: str | None, type_: Any, parent_names: MutableMapping[Any, Any]) -> bool:
     """Compare only adamtune's tables; Optuna's share the database and are not ours."""
     if type_ == "table":
         return name in OUR_TABLES
