@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import errors
+from api import errors, metrics
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routes import health, jobs, results, workers, workloads
+from api.routes import health, jobs, pages, plots, results, workers, workloads
 from tuner.db.engine import make_engine, make_session_factory
 from tuner.settings import Settings
 
@@ -66,4 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router())
     app.include_router(health.router)
+    app.include_router(plots.router, prefix=API_PREFIX)
+    app.include_router(pages.router)
+    metrics.install(app, app.state.session_factory, settings.grace_period)
     return app

@@ -17,7 +17,7 @@ WIDTH = 640
 HEIGHT = 300
 MARGIN_LEFT = 64
 MARGIN_RIGHT = 16
-MARGIN_TOP = 16
+MARGIN_TOP = 28
 MARGIN_BOTTOM = 40
 
 SUGGESTION_COLOURS = {
@@ -37,6 +37,7 @@ class Axis:
     start: float
     end: float
     log: bool = False
+    integer: bool = False
 
     def _t(self, value: float) -> float:
         return math.log10(value) if self.log else value
@@ -47,14 +48,34 @@ class Axis:
         return self.start + (self._t(value) - lo) / span * (self.end - self.start)
 
     def ticks(self, count: int = 5) -> list[float]:
-        """Decades on a log axis, ``count`` evenly spaced values on a linear one."""
+        """Round values inside the axis: decades (or 1-2-5 steps) on a log axis."""
         if self.log:
-            first, last = math.ceil(math.log10(self.low)), math.floor(math.log10(self.high))
-            step = max(1, math.ceil((last - first + 1) / 8))
-            return [10.0**e for e in range(first, last + 1, step)]
+            return _log_ticks(self.low, self.high)
         if self.high == self.low:
             return [self.low]
-        return [self.low + (self.high - self.low) * i / (count - 1) for i in range(count)]
+        step = nice_step(self.high - self.low, count)
+        if self.integer:
+            step = max(1.0, round(step))
+        first = math.ceil(self.low / step) * step
+        n = int((self.high - first) / step + 1e-9) + 1
+        return [round(first + i * step, 12) for i in range(n)]
+
+
+def nice_step(span: float, count: int) -> float:
+    """The 1, 2 or 5 times a power of ten that cuts ``span`` into about ``count`` parts."""
+    raw = span / count
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return min((m * magnitude for m in (1, 2, 5, 10)), key=lambda step: abs(step - raw))
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    first, last = math.ceil(math.log10(low)), math.floor(math.log10(high))
+    if last - first >= 1:
+        step = max(1, math.ceil((last - first + 1) / 8))
+        return [10.0**e for e in range(first, last + 1, step)]
+    exponents = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    candidates = (m * 10.0**e for e in exponents for m in (1, 2, 5))
+    return [round(v, 15) for v in candidates if low <= v <= high]
 
 
 def _finite(value: object) -> TypeGuard[float]:
@@ -182,15 +203,15 @@ def _legend(entries: Sequence[tuple[str, str]]) -> str:
     for label, colour in reversed(entries):
         px -= 7 * len(label) + 20
         parts.append(
-            f'<g class="legend"><rect x="{px}" y="{MARGIN_TOP + 6}" width="10" height="10" '
-            f'fill="{colour}"/><text x="{px + 14}" y="{MARGIN_TOP + 15}" font-size="11">'
+            f'<g class="legend"><rect x="{px}" y="{MARGIN_TOP - 20}" width="10" height="10" '
+            f'fill="{colour}"/><text x="{px + 14}" y="{MARGIN_TOP - 11}" font-size="11">'
             f"{escape(label)}</text></g>"
         )
     return "".join(parts)
 
 
 def lr_curve_svg(
-    lrs: Sequence[float],
+    lrs: Sequence[float | None],
     smoothed: Sequence[float | None],
     suggestions: Mapping[str, Any] | None = None,
     lr_range: Mapping[str, Any] | None = None,
@@ -242,6 +263,18 @@ def best_so_far(values: Sequence[float], maximize: bool = False) -> list[float]:
     return out
 
 
+def _steps(
+    x: Axis, y: Axis, points: Sequence[tuple[int, float]], best: Sequence[float]
+) -> list[tuple[float, float]]:
+    """The best-so-far as a staircase: flat until a trial improves on it, then a drop."""
+    out: list[tuple[float, float]] = []
+    for i, ((number, _), b) in enumerate(zip(points, best, strict=True)):
+        if i and b != best[i - 1]:
+            out.append((x(number), y(best[i - 1])))
+        out.append((x(number), y(b)))
+    return out
+
+
 def _trial_points(trials: Sequence[Mapping[str, Any]]) -> list[tuple[int, float, str]]:
     """(number, value, state) of every trial that reported a finite objective."""
     points = []
@@ -270,7 +303,8 @@ def trials_svg(
     values = [v for _, v, _ in points] + ([baseline] if _finite(baseline) else [])
     log_y = min(values) > 0 and max(values) / min(values) > 50
     numbers = [n for n, _, _ in points]
-    x = Axis(*_padded(min(numbers), max(numbers), log=False), MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    x_range = _padded(min(numbers), max(numbers), log=False)
+    x = Axis(*x_range, MARGIN_LEFT, WIDTH - MARGIN_RIGHT, integer=True)
     y = Axis(
         *_padded(min(values), max(values), log=log_y), HEIGHT - MARGIN_BOTTOM, MARGIN_TOP, log=log_y
     )
@@ -286,8 +320,7 @@ def trials_svg(
     complete = [(n, v) for n, v, s in points if s == "complete"]
     if complete:
         best = best_so_far([v for _, v in complete], maximize)
-        steps = [(x(n), y(b)) for (n, _), b in zip(complete, best, strict=True)]
-        parts.append(_polyline(steps, "best", "#1f77b4", width=2))
+        parts.append(_polyline(_steps(x, y, complete, best), "best", "#1f77b4", width=2))
     for number, value, state in points:
         colour = "#1f77b4" if state == "complete" else "#bbb"
         parts.append(
@@ -310,7 +343,7 @@ def importances_svg(importances: Mapping[str, float] | None) -> str:
     if not items:
         return _empty("importances-chart", "importances need a few finished trials")
     row, label_w = 24, 150
-    height = MARGIN_TOP * 2 + row * len(items)
+    height = 24 + row * len(items)
     top = max(v for _, v in items) or 1.0
     parts = [
         f'<svg class="chart importances-chart" xmlns="http://www.w3.org/2000/svg" '
@@ -318,7 +351,7 @@ def importances_svg(importances: Mapping[str, float] | None) -> str:
         f'aria-label="parameter importances">'
     ]
     for i, (name, value) in enumerate(items):
-        py = MARGIN_TOP + i * row
+        py = 12 + i * row
         width = (WIDTH - label_w - 70) * value / top
         parts.append(
             f'<text class="bar-label" x="{label_w - 8}" y="{py + 15}" text-anchor="end" '

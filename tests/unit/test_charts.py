@@ -83,11 +83,31 @@ def test_trials_chart_points_best_so_far_and_baseline() -> None:
     assert len(with_class(root, "circle", "pruned")) == 1
     best = with_class(root, "polyline", "best")[0]
     ys = [float(p.split(",")[1]) for p in best.get("points", "").split()]
-    assert len(ys) == len(values)
+    assert (
+        len(ys) == len(values) + 2
+    )  # a staircase: one extra vertex per improvement after the first
     assert all(b >= a for a, b in zip(ys, ys[1:], strict=False))  # lower is better: it only falls
+    best_point = [c for c in with_class(root, "circle", "pt") if c.get("data-number") == "3"][0]
+    assert ys[-1] == pytest.approx(float(best_point.get("cy", "nan")), abs=0.1)
     baseline = with_class(root, "line", "baseline")[0]
     point_08 = [c for c in with_class(root, "circle", "pt") if c.get("data-number") == "0"][0]
     assert float(baseline.get("y1", "nan")) > float(point_08.get("cy", "nan"))  # 0.8 below 0.9
+
+
+def test_linear_ticks_are_round_and_trial_numbers_integers() -> None:
+    root = parse(charts.trials_svg([_trial(i, 0.1 + 0.013 * i) for i in range(13)]))
+    xs = [
+        float(t.get("data-value", "nan"))
+        for t in root.iter(SVG + "text")
+        if t.get("class") == "tick-x"
+    ]
+    assert xs and all(v == int(v) for v in xs)
+    ys = [
+        float(t.get("data-value", "nan"))
+        for t in root.iter(SVG + "text")
+        if t.get("class") == "tick-y"
+    ]
+    assert len(ys) >= 3 and all(round(v * 100, 9) == int(round(v * 100)) for v in ys)
 
 
 def test_best_so_far_follows_the_direction() -> None:
