@@ -1,0 +1,230 @@
+"""``adamtune api | worker | up | demo``: the service's processes.
+
+``api`` serves the REST API with uvicorn; ``worker`` runs the worker loop on one device;
+``up`` runs the whole service on one machine (migrations, API, N workers, the Optuna
+dashboard) until Ctrl-C; ``demo`` starts a throw-away service on SQLite, tunes the digits
+example through the REST API and prints the recommendation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from adamtune.cli.processes import (
+    Children,
+    adamtune_command,
+    dashboard_command,
+    free_port,
+    port_is_free,
+    wait_http_ok,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+START_TIMEOUT_S = 60.0
+DEMO_DB = Path("adamtune-demo.db")
+DEMO_TIMEOUT_S = 1800.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from tuner.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        from tuner.spec import format_validation_error
+
+        raise SystemExit(f"error: bad ADAMTUNE_* setting: {format_validation_error(exc)}") from None
+
+
+# ---------------------------------------------------------------------------- api
+
+
+def run_api(args: argparse.Namespace) -> int:
+    """Serve the REST API (``api.app:create_app``) with uvicorn on ``--host``/``--port``."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    level = os.environ.get("ADAMTUNE_LOG_LEVEL", "info").lower()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=level, access_log=False)
+    return 0
+
+
+# ---------------------------------------------------------------------------- worker
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run one worker on ``--device`` until SIGTERM (first: hand back and exit 0)."""
+    from workers.runtime import Identity, Runtime, check_device, default_worker_id
+    from workers.worker import Worker
+
+    settings = _settings()
+    if args.population is not None and args.population < 1:
+        print(f"error: --population must be >= 1 (got {args.population})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        device = check_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not _wait_for_schema(settings.database_url):
+        return 1
+    identity = Identity(worker_id=args.worker_id or default_worker_id(), device=device)
+    runtime = Runtime.open(settings, identity, population=args.population)
+    worker = Worker(runtime)
+    worker.install_signal_handlers()
+    return worker.run()
+
+
+def _wait_for_schema(url: str, timeout: float = START_TIMEOUT_S) -> bool:
+    """Wait for the database to answer; False (with a message) if it lacks our tables."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tuner.db.engine import make_engine
+
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                has_tables = inspect(engine).has_table("search_locks")
+                break
+            except SQLAlchemyError as exc:
+                if time.monotonic() > deadline:
+                    print(f"error: cannot reach the database: {exc}", file=sys.stderr)
+                    return False
+                log.warning("database not reachable yet (%s); retrying", exc)
+                time.sleep(2.0)
+    finally:
+        engine.dispose()
+    if not has_tables:
+        print("error: the database has no (or outdated) adamtune tables; run "
+              "`adamtune db upgrade` with the same ADAMTUNE_DATABASE_URL first", file=sys.stderr)
+    return has_tables
+
+
+# ---------------------------------------------------------------------------- up
+
+
+class _StopOnSignal:
+    """Turns SIGINT/SIGTERM into a flag, so the supervisor stops its children in order."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def _local_auth_env(host: str) -> dict[str, str]:
+    """One-machine mode runs without API keys unless ADAMTUNE_AUTH says otherwise."""
+    if "ADAMTUNE_AUTH" in os.environ:
+        return {}
+    print("note: ADAMTUNE_AUTH=disabled for this local service: no API keys are needed. "
+          "Set ADAMTUNE_AUTH=enabled and create keys with `adamtune keys create` to require them.",
+          file=sys.stderr)
+    if host not in LOOPBACK:
+        print(f"WARNING: without API keys, anyone who can reach {host} can submit jobs",
+              file=sys.stderr)
+    return {"ADAMTUNE_AUTH": "disabled"}
+
+
+def _dashboard_port(api_port: int) -> int:
+    return api_port + 1 if port_is_free(api_port + 1) else free_port()
+
+
+def start_service(
+    children: Children, *, host: str, port: int, workers: int, device: str, url: str
+) -> dict[str, str]:
+    """Start the API, ``workers`` workers and the dashboard; return their URLs once up."""
+    api = children.start("api", adamtune_command("api", "--host", host, "--port", str(port)))
+    for i in range(workers):
+        children.start(f"worker-{i}", adamtune_command("worker", "--device", device))
+    urls = {"api": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs"}
+    dash_port = _dashboard_port(port)
+    dash = dashboard_command(url, host, dash_port)
+    if dash is None:
+        print("note: optuna-dashboard is not installed; skipping the dashboard", file=sys.stderr)
+    else:
+        children.start("dashboard", dash)
+        urls["dashboard"] = f"http://{host}:{dash_port}"
+    wait_http_ok(f"{urls['api']}/healthz", START_TIMEOUT_S, [api])
+    return urls
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Migrate, start API + workers + dashboard, supervise them until Ctrl-C or SIGTERM."""
+    from tuner.db.engine import upgrade
+
+    if args.workers < 0:
+        print(f"error: --workers must be >= 0 (got {args.workers})", file=sys.stderr)
+        return EXIT_USAGE
+    if not port_is_free(args.port, args.host):
+        print(f"error: port {args.port} on {args.host} is in use; pick another with --port",
+              file=sys.stderr)
+        return EXIT_USAGE
+    env = _local_auth_env(args.host)
+    os.environ.update(env)
+    settings = _settings()
+    upgrade(settings.database_url)
+    stop = _StopOnSignal()
+    children = Children(env={"ADAMTUNE_DATABASE_URL": settings.database_url})
+    try:
+        urls = start_service(children, host=args.host, port=args.port, workers=args.workers,
+                             device=args.device, url=settings.database_url)
+        _print_urls(urls, settings.database_url)
+        return _supervise(children, stop)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping the service...", file=sys.stderr)
+        children.stop()
+
+
+def _print_urls(urls: dict[str, str], database_url: str) -> None:
+    print(f"adamtune is up (database {database_url})")
+    for name, url in urls.items():
+        print(f"  {name:10s} {url}")
+    print(f"Submit a job:  adamtune submit examples/digits.yaml --url {urls['api']} --watch")
+    print("Stop with Ctrl-C.", flush=True)
+
+
+def _supervise(children: Children, stop: _StopOnSignal) -> int:
+    while not stop.requested:
+        dead = children.exited()
+        if dead:
+            for child in dead:
+                print(f"error: {child.name} exited with code {child.process.returncode}",
+                      file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Fresh SQLite service, the digits job through the REST API, the recommendation printed."""
+    from adamtune.cli.demo import run_demo as demo
+
+    return demo(args)

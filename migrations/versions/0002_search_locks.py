@@ -1,0 +1,38 @@
+"""Add search_locks: one short lease per searching job that serialises handing out trials.
+
+Workers take it (compare-and-set on the database clock) around the few statements that
+count a study's trials and ask a new one, so a study never gets more than its budget.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "search_locks",
+        sa.Column("job_id", sa.String(32), nullable=False),
+        sa.Column("owner", sa.String(200), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_search_locks_job_id_jobs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_search_locks")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("search_locks")

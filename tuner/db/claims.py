@@ -1,0 +1,342 @@
+"""What workers do to the store: claim sweeps under a lease, share searches, finalise once.
+
+Every function takes a Session and never commits (the worker owns the transaction).
+Liveness and leases are judged on the database clock (:func:`db_now`), never on a
+worker's own clock. Claims are one ``SELECT ... FOR UPDATE SKIP LOCKED`` plus one UPDATE
+on PostgreSQL and an atomic compare-and-set UPDATE on SQLite; status changes are
+compare-and-set, so of two racing workers exactly one wins.
+
+The trial budget is global. Handing out a trial (count the study's trials, ask one) is
+serialised per job by a short lease in ``search_locks``, so N workers never ask more
+trials than the budget; see ``workers/budget.py`` for how trials are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, and_, column, func, or_, select, table, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from tuner.db import events, recommendations
+from tuner.db.models import Base, Job
+from tuner.db.types import db_now
+from tuner.db.upsert import insert_for
+
+log = logging.getLogger(__name__)
+
+CLAIM_CANDIDATES = 8  # queued jobs looked at per SQLite claim before giving up this round
+
+
+class SearchLock(Base):
+    """The lease that serialises handing out trials of one searching job (owner, expiry)."""
+
+    __tablename__ = "search_locks"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None]
+
+
+@dataclass(frozen=True)
+class LockGrant:
+    """A held search lock; ``took_over`` says the previous holder's lease had expired."""
+
+    job_id: str
+    owner: str
+    took_over_from: str | None
+
+    @property
+    def took_over(self) -> bool:
+        return self.took_over_from is not None
+
+
+def _is_postgres(s: Session) -> bool:
+    return s.get_bind().dialect.name == "postgresql"
+
+
+def _claimable(workloads: list[str]) -> Any:
+    """Queued jobs, or sweeping jobs whose lease expired, of a workload this worker can run."""
+    lease_expired = and_(Job.status == "sweeping", Job.sweep_lease_expires_at < db_now())
+    return and_(or_(Job.status == "queued", lease_expired), Job.workload.in_(workloads))
+
+
+def _sweep_values(worker_id: str, lease_seconds: float) -> dict[str, Any]:
+    return {
+        "status": "sweeping",
+        "sweep_worker_id": worker_id,
+        "sweep_lease_expires_at": db_now(lease_seconds),
+        "started_at": func.coalesce(Job.started_at, db_now()),
+        "updated_at": db_now(),
+    }
+
+
+def claim_sweep(
+    s: Session, worker_id: str, workloads: list[str], lease_seconds: float
+) -> Job | None:
+    """Take the oldest queued job (or a sweep whose lease expired) and lease its sweep.
+
+    Returns the job, now ``sweeping`` and leased to ``worker_id`` for ``lease_seconds``,
+    or None when there is nothing to claim.
+    """
+    if not workloads:
+        return None
+    if _is_postgres(s):
+        return _claim_sweep_postgres(s, worker_id, workloads, lease_seconds)
+    return _claim_sweep_cas(s, worker_id, workloads, lease_seconds)
+
+
+def _claim_sweep_postgres(
+    s: Session, worker_id: str, workloads: list[str], lease_seconds: float
+) -> Job | None:
+    row = s.execute(
+        select(Job.id, Job.status, Job.sweep_worker_id)
+        .where(_claimable(workloads))
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+    if row is None:
+        return None
+    s.execute(
+        update(Job)
+        .where(Job.id == row.id)
+        .values(**_sweep_values(worker_id, lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return _claimed(s, row.id, worker_id, previous=row.sweep_worker_id, status=row.status)
+
+
+def _claim_sweep_cas(
+    s: Session, worker_id: str, workloads: list[str], lease_seconds: float
+) -> Job | None:
+    rows = s.execute(
+        select(Job.id, Job.status, Job.sweep_worker_id)
+        .where(_claimable(workloads))
+        .order_by(Job.created_at, Job.id)
+        .limit(CLAIM_CANDIDATES)
+    ).all()
+    for row in rows:
+        won = s.execute(
+            update(Job)
+            .where(Job.id == row.id, _claimable(workloads))
+            .values(**_sweep_values(worker_id, lease_seconds))
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if won == 1:
+            return _claimed(s, row.id, worker_id, previous=row.sweep_worker_id, status=row.status)
+    return None
+
+
+def _claimed(s: Session, job_id: str, worker_id: str, *, previous: str | None, status: str) -> Job:
+    if status == "sweeping":
+        message = f"sweep lease of worker {previous} expired; sweep taken over by {worker_id}"
+        events.add_event(s, job_id, "sweep_takeover", message, worker_id=worker_id)
+    else:
+        events.add_event(s, job_id, "claimed", f"LR range test claimed by {worker_id}", worker_id)
+    job = s.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    return job
+
+
+def renew_sweep_lease(s: Session, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the sweep lease; False when the worker no longer holds it (expired, cancelled)."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == "sweeping", Job.sweep_worker_id == worker_id)
+        .values(sweep_lease_expires_at=db_now(lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def finish_sweep(s: Session, job_id: str, worker_id: str) -> bool:
+    """Move ``sweeping`` → ``searching`` if ``worker_id`` still holds the lease; opens the lock."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == "sweeping", Job.sweep_worker_id == worker_id)
+        .values(status="searching", sweep_lease_expires_at=None, updated_at=db_now())
+        .execution_options(synchronize_session=False)
+    )
+    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _ensure_lock_row(s, job_id)
+    events.add_event(s, job_id, "searching", f"LR range test done by {worker_id}", worker_id)
+    return True
+
+
+def fail_job(
+    s: Session, job_id: str, expected: tuple[str, ...], error: str, worker_id: str | None
+) -> bool:
+    """Move a job from one of ``expected`` to ``failed`` with ``error``; False if it had moved."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(expected))
+        .values(
+            status="failed",
+            error=error,
+            sweep_lease_expires_at=None,
+            finished_at=db_now(),
+            updated_at=db_now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    events.add_event(s, job_id, "failed", error, worker_id=worker_id)
+    return True
+
+
+def searching_jobs(s: Session, workloads: list[str], limit: int = 20) -> list[Job]:
+    """Searching jobs of a workload this worker can run, oldest first (first come, first served)."""
+    if not workloads:
+        return []
+    stmt = (
+        select(Job)
+        .where(Job.status == "searching", Job.workload.in_(workloads))
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+    )
+    return list(s.scalars(stmt))
+
+
+def job_status(s: Session, job_id: str) -> str | None:
+    """The job's status now (None: deleted); what a running trial polls to notice a cancel."""
+    return s.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def _ensure_lock_row(s: Session, job_id: str) -> None:
+    stmt = insert_for(s, SearchLock).values(job_id=job_id, owner=None, expires_at=None)
+    s.execute(stmt.on_conflict_do_nothing(index_elements=[SearchLock.job_id]))
+
+
+def acquire_search_lock(
+    s: Session, job_id: str, owner: str, ttl_seconds: float
+) -> LockGrant | None:
+    """Take the job's search lock for ``ttl_seconds``; None while another live holder has it.
+
+    An expired lock is taken over (its holder died or stalled): ``took_over_from`` names it,
+    so the caller can recover what the holder left half done.
+    """
+    row = s.execute(select(SearchLock.owner).where(SearchLock.job_id == job_id)).one_or_none()
+    if row is None:
+        _ensure_lock_row(s, job_id)
+    if _take_lock(s, job_id, owner, ttl_seconds, SearchLock.owner.is_(None)):
+        return LockGrant(job_id=job_id, owner=owner, took_over_from=None)
+    if row is None or row.owner is None:
+        return None
+    if not _take_lock(s, job_id, owner, ttl_seconds, SearchLock.expires_at < db_now()):
+        return None
+    log.warning("search lock of job %s expired (held by %s); taken over", job_id, row.owner)
+    return LockGrant(job_id=job_id, owner=owner, took_over_from=row.owner)
+
+
+def _take_lock(s: Session, job_id: str, owner: str, ttl_seconds: float, condition: Any) -> bool:
+    stmt = (
+        update(SearchLock)
+        .where(SearchLock.job_id == job_id, condition)
+        .values(owner=owner, expires_at=db_now(ttl_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_search_lock(s: Session, job_id: str, owner: str) -> bool:
+    """Release the lock; False when ``owner`` had lost it (expired and taken over meanwhile)."""
+    stmt = (
+        update(SearchLock)
+        .where(SearchLock.job_id == job_id, SearchLock.owner == owner)
+        .values(owner=None, expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a job's progress shows: finished trials, best and untuned-baseline objectives."""
+
+    trials_completed: int
+    best_objective: float | None
+    baseline_objective: float | None
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "trials_completed": self.trials_completed,
+            "best_objective": self.best_objective,
+            "baseline_objective": self.baseline_objective,
+        }
+
+
+def record_progress(
+    s: Session, job_id: str, progress: Progress, partial: dict[str, Any] | None
+) -> bool:
+    """Update a searching job's progress and its partial recommendation.
+
+    Does nothing (False) once the job has left ``searching``, so a slow worker can never
+    overwrite what the finaliser wrote.
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == "searching")
+        .values(**progress.values(), updated_at=db_now())
+        .execution_options(synchronize_session=False)
+    )
+    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    if partial is not None:
+        recommendations.upsert_recommendation(s, job_id, partial, final=False)
+    return True
+
+
+def finalise(
+    s: Session, job_id: str, progress: Progress, final: dict[str, Any], worker_id: str
+) -> bool:
+    """``searching`` → ``completed`` with the final recommendation, exactly once.
+
+    The status change and the recommendation are written in the caller's one transaction:
+    the worker that wins the compare-and-set writes both, every other one writes nothing.
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == "searching")
+        .values(
+            **progress.values(), status="completed", finished_at=db_now(), updated_at=db_now()
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    recommendations.upsert_recommendation(s, job_id, final, final=True)
+    message = f"completed: {progress.trials_completed} trials, best {progress.best_objective}"
+    events.add_event(s, job_id, "completed", message, worker_id=worker_id)
+    return True
+
+
+# Optuna's own tables, read (never written) to find trials that a dead worker asked for but
+# never heartbeated: Optuna's stale-trial check only sees trials that have a heartbeat row.
+_optuna_studies = table("studies", column("study_id"), column("study_name"))
+_optuna_trials = table("trials", column("trial_id"), column("study_id"), column("state"))
+_optuna_heartbeats = table("trial_heartbeats", column("trial_id"))
+
+
+def running_trials_without_heartbeat(s: Session, study_name: str) -> list[int]:
+    """Trial ids of the study's RUNNING trials that have no heartbeat row at all."""
+    has_beat = select(_optuna_heartbeats.c.trial_id).where(
+        _optuna_heartbeats.c.trial_id == _optuna_trials.c.trial_id
+    )
+    stmt = (
+        select(_optuna_trials.c.trial_id)
+        .join(_optuna_studies, _optuna_studies.c.study_id == _optuna_trials.c.study_id)
+        .where(
+            _optuna_studies.c.study_name == study_name,
+            _optuna_trials.c.state == "RUNNING",
+            ~has_beat.exists(),
+        )
+    )
+    return [int(i) for i in s.scalars(stmt)]

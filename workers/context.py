@@ -1,0 +1,114 @@
+"""Everything a worker needs to run trials of one job, loaded once and kept while it searches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from tuner import search, space
+from tuner.db import sweeps
+from tuner.db.engine import transaction
+from tuner.db.models import Job
+from tuner.spec import JobSpec
+from tuner.workloads import Workload, registry
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    """One searching job as a worker sees it: spec, workload, study and resolved space."""
+
+    job_id: str
+    study_name: str
+    spec: JobSpec
+    workload: Workload
+    study: optuna.Study
+    space: Any  # tuner.space.ResolvedSpace
+    sweep: dict[str, Any] | None
+    total: int
+
+    @property
+    def lr_range(self) -> dict[str, float] | None:
+        return None if self.sweep is None else self.sweep.get("lr_range")
+
+
+def job_spec(job: Job) -> JobSpec:
+    """The job's spec as validated when it was submitted."""
+    return JobSpec.model_validate(job.spec)
+
+
+def load_workload(name: str) -> Workload:
+    return registry.get(name)
+
+
+def study_exists(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return False
+    return True
+
+
+def open_or_create_study(
+    runtime: Runtime, study_name: str, spec: JobSpec, lr_range: dict[str, float] | None
+) -> optuna.Study:
+    """Create the job's study (enqueuing the baseline and the sweep's suggestion) or load it.
+
+    A sweep taken over from a dead worker may find the study already there: it is loaded,
+    never created twice, so the enqueued trials are not duplicated.
+    """
+    storage = runtime.storage
+    if not study_exists(storage, study_name):
+        try:
+            return search.open_study(storage, study_name, spec, lr_range, create=True)
+        except optuna.exceptions.DuplicatedStudyError:
+            log.info("study %s was created by another worker meanwhile; loading it", study_name)
+    return search.open_study(storage, study_name, spec, lr_range, create=False)
+
+
+def load_context(runtime: Runtime, job: Job) -> JobContext:
+    """Load what the worker needs to run trials of a searching job."""
+    spec = job_spec(job)
+    with transaction(runtime.sessions) as s:
+        row = sweeps.get_sweep(s, job.id)
+        sweep = None if row is None else dict(row.data)
+    lr_range = None if sweep is None else sweep.get("lr_range")
+    study = search.open_study(runtime.storage, job.study_name, spec, lr_range, create=False)
+    return JobContext(
+        job_id=job.id,
+        study_name=job.study_name,
+        spec=spec,
+        workload=load_workload(spec.workload),
+        study=study,
+        space=space.resolve_space(spec, lr_range),
+        sweep=sweep,
+        total=job.trials_total,
+    )
+
+
+class ContextCache:
+    """Job contexts by job id; a job leaves the cache once it stops searching."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self._contexts: dict[str, JobContext] = {}
+
+    def get(self, job: Job) -> JobContext:
+        ctx = self._contexts.get(job.id)
+        if ctx is None:
+            ctx = load_context(self.runtime, job)
+            self._contexts[job.id] = ctx
+        return ctx
+
+    def peek(self, job_id: str) -> JobContext | None:
+        """The context if already loaded (the heartbeat thread never loads one)."""
+        return self._contexts.get(job_id)
+
+    def keep_only(self, job_ids: set[str]) -> None:
+        for job_id in set(self._contexts) - job_ids:
+            del self._contexts[job_id]

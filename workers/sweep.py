@@ -1,0 +1,82 @@
+"""The sweep phase: run the LR range test of a claimed job, store it, open the search.
+
+The worker holds the sweep under a lease that its heartbeat thread renews; if the worker
+dies, the lease expires (database clock) and another worker claims the sweep again. A
+sweep already stored by a worker that died just after is reused, not run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tuner.db import claims, sweeps
+from tuner.db.engine import transaction
+from tuner.db.models import Job
+from tuner.lr_range import run_lr_range_test
+from workers.context import job_spec, load_workload, open_or_create_study
+from workers.heartbeat import HeartbeatThread
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def run_sweep(runtime: Runtime, heartbeat: HeartbeatThread, job: Job) -> None:
+    """Sweep ``job`` (already claimed) and move it to ``searching``, or fail it with the reason."""
+    heartbeat.watch(job.id, sweeping=True)
+    try:
+        data = stored_sweep(runtime, job.id)
+        if data is None:
+            data = _sweep_and_save(runtime, heartbeat, job)
+            if data is None:
+                return
+        lr_range = data.get("lr_range") if data else None
+        open_or_create_study(runtime, job.study_name, job_spec(job), lr_range)
+        with transaction(runtime.sessions) as s:
+            moved = claims.finish_sweep(s, job.id, runtime.identity.worker_id)
+        if moved:
+            log.info("job %s: LR range test done, searching (lr range %s)", job.id, lr_range)
+        else:
+            log.warning("job %s: the sweep lease was lost before the search could start", job.id)
+    finally:
+        heartbeat.idle()
+
+
+def stored_sweep(runtime: Runtime, job_id: str) -> dict[str, Any] | None:
+    with transaction(runtime.sessions) as s:
+        row = sweeps.get_sweep(s, job_id)
+        return None if row is None else dict(row.data)
+
+
+def _sweep_and_save(
+    runtime: Runtime, heartbeat: HeartbeatThread, job: Job
+) -> dict[str, Any] | None:
+    """Run the LR range test (or skip it when disabled) and store it while the lease holds.
+
+    Returns the stored sweep ({} when disabled), or None when the job was failed, cancelled
+    or taken over meanwhile.
+    """
+    worker_id = runtime.identity.worker_id
+    spec = job_spec(job)
+    if not spec.sweep.enabled:
+        return {}
+    log.info("job %s: LR range test of %s (%d steps) on %s", job.id, spec.workload,
+             spec.sweep.steps, runtime.identity.device)
+    try:
+        workload = load_workload(spec.workload)
+        result = run_lr_range_test(workload, seed=spec.seed, device=runtime.identity.device,
+                                   spec=spec.sweep)
+    except Exception as exc:  # the workload's own error: the job cannot be tuned as it is
+        log.exception("job %s: LR range test failed", job.id)
+        error = f"LR range test failed: {type(exc).__name__}: {exc}"
+        with transaction(runtime.sessions) as s:
+            claims.fail_job(s, job.id, ("sweeping",), error, worker_id)
+        return None
+    data = result.to_dict()
+    with transaction(runtime.sessions) as s:
+        if not claims.renew_sweep_lease(s, job.id, worker_id, runtime.timing.sweep_lease):
+            log.warning("job %s: no longer holds the sweep (cancelled or taken over); "
+                        "discarding the result", job.id)
+            return None
+        sweeps.save_sweep(s, job.id, data, worker_id)
+    return data

@@ -1,0 +1,284 @@
+"""The search phase as one worker lives it: take trials within budget, train them, tell them.
+
+Handing out trials happens under the job's search lock (``tuner.db.claims``): fail the
+stale trials of dead workers (re-enqueued with the same parameters), count the study
+against its budget (``workers.budget``), and ask only the trials that are owed. Training
+runs outside the lock, one trial at a time or K at once as a population. After each batch
+the worker writes the job's progress and a partial recommendation; the worker that sees the
+budget spent finalises the job, exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import recommend, search
+from tuner.db import claims
+from tuner.db.claims import LockGrant, Progress
+from tuner.db.engine import transaction
+from tuner.train import TrialInterrupted
+from workers import budget
+from workers.context import ContextCache, JobContext
+from workers.errors import TRANSIENT_ERRORS
+from workers.heartbeat import HeartbeatThread
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RAN, FINALISED, NOTHING, BUSY = "ran", "finalised", "nothing", "busy"
+REASON_ATTR = "reason"  # the key tuner.search records a trial's reason under
+
+BatchEvaluator = Callable[..., list[search.TrialOutcome]]
+
+
+def population_evaluator() -> tuple[BatchEvaluator | None, tuple[type[BaseException], ...]]:
+    """The population trainer's batch evaluator and its interrupt exception, if installed."""
+    module = importlib.import_module("tuner.population")
+    interrupted = getattr(module, "PopulationInterrupted", None)
+    extra = (interrupted,) if isinstance(interrupted, type) else ()
+    return getattr(module, "evaluate_population", None), extra
+
+
+class TrialRunner:
+    """Runs the trials of searching jobs for one worker."""
+
+    def __init__(self, runtime: Runtime, cache: ContextCache, stopping: threading.Event):
+        self.runtime = runtime
+        self.cache = cache
+        self.stopping = stopping
+        self.heartbeat: HeartbeatThread | None = None
+        self.owner = runtime.identity.worker_id
+
+    # ------------------------------------------------------------------ one step
+    def work_on(self, ctx: JobContext) -> str:
+        """Run trials of the job if any are owed: RAN, FINALISED, NOTHING (none owed) or BUSY."""
+        asked = self.hand_out(ctx, self.batch_size(ctx))
+        if isinstance(asked, str):
+            return asked
+        self.run(ctx, asked)
+        return RAN
+
+    def batch_size(self, ctx: JobContext) -> int:
+        """Trials trained at once: ``--population`` if given, else the job's ``population``."""
+        return max(1, self.runtime.population or ctx.spec.population)
+
+    def hand_out(self, ctx: JobContext, most: int) -> list[optuna.Trial] | str:
+        """Under the search lock: reap stale trials, count, ask up to ``most`` owed trials."""
+        with self.search_lock(ctx.job_id, self.owner) as grant:
+            if grant is None:
+                return BUSY
+            if grant.took_over:
+                self._adopt_orphans(ctx)
+            optuna.storages.fail_stale_trials(ctx.study)
+            trials = ctx.study.get_trials(deepcopy=False)
+            count = budget.count(trials, ctx.total)
+            if count.done or count.exhausted:
+                return FINALISED if self.finalise(ctx, trials, count) else NOTHING
+            if count.owed == 0:
+                return NOTHING
+            asked = [self._ask(ctx) for _ in range(min(most, count.owed))]
+        numbers = ", ".join(str(t.number) for t in asked)
+        log.info("job %s: trial %s started (%d/%d finished)", ctx.job_id, numbers,
+                 count.finished, ctx.total)
+        return asked
+
+    def _ask(self, ctx: JobContext) -> optuna.Trial:
+        trial = ctx.study.ask()
+        self.runtime.storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr("worker_id", self.runtime.identity.worker_id)
+        trial.set_user_attr("device", self.runtime.identity.device)
+        return trial
+
+    @contextmanager
+    def search_lock(self, job_id: str, owner: str) -> Iterator[LockGrant | None]:
+        """Hold the job's search lock for the block (None: another worker holds it)."""
+        with transaction(self.runtime.sessions) as s:
+            grant = claims.acquire_search_lock(s, job_id, owner, self.runtime.timing.lock_ttl)
+        if grant is None:
+            yield None
+            return
+        try:
+            yield grant
+        finally:
+            self._release(job_id, owner)
+
+    def _release(self, job_id: str, owner: str) -> None:
+        try:
+            with transaction(self.runtime.sessions) as s:
+                held = claims.release_search_lock(s, job_id, owner)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("could not release the search lock of job %s (%s); it expires by itself",
+                        job_id, exc)
+            return
+        if not held:
+            log.warning("the search lock of job %s expired while held by %s; "
+                        "the job may get one trial more than its budget", job_id, owner)
+
+    def _adopt_orphans(self, ctx: JobContext) -> None:
+        """Give a heartbeat to trials a dead lock holder asked but never heartbeated.
+
+        Optuna only fails stale trials that have a heartbeat; with one, such a trial is
+        failed and re-enqueued after the grace period like any other trial of a dead worker.
+        """
+        with transaction(self.runtime.sessions) as s:
+            orphans = claims.running_trials_without_heartbeat(s, ctx.study_name)
+        for trial_id in orphans:
+            log.warning("job %s: trial id %d has no heartbeat (its worker died while asking); "
+                        "it will be re-run after the grace period", ctx.job_id, trial_id)
+            self.runtime.storage.record_heartbeat(trial_id)
+
+    def reap_stale(self, job_id: str) -> None:
+        """Fail (and re-enqueue) the stale trials of a job; called by the heartbeat thread."""
+        ctx = self.cache.peek(job_id)
+        if ctx is None:
+            return
+        with self.search_lock(job_id, f"{self.owner}#heartbeat") as grant:
+            if grant is not None:
+                optuna.storages.fail_stale_trials(ctx.study)
+
+    # ------------------------------------------------------------------ training
+    def should_stop(self) -> bool:
+        """Polled by the training loop: stop on SIGTERM or when the job left ``searching``."""
+        hb = self.heartbeat
+        return self.stopping.is_set() or (hb is not None and hb.job_stopped.is_set())
+
+    def run(self, ctx: JobContext, trials: list[optuna.Trial]) -> None:
+        """Train the trials, tell their outcomes, record progress (or hand them back)."""
+        assert self.heartbeat is not None
+        self.heartbeat.watch(ctx.job_id, trial_ids=tuple(t._trial_id for t in trials))
+        evaluate_batch, population_interrupted = population_evaluator()
+        interrupts: tuple[type[BaseException], ...] = (TrialInterrupted, *population_interrupted)
+        try:
+            outcomes = self._evaluate(ctx, trials, evaluate_batch)
+        except interrupts as exc:
+            self._interrupted(ctx, trials, int(getattr(exc, "step", 0)))
+            return
+        except Exception as exc:  # a workload bug must cost these trials, never the worker
+            log.exception("job %s: trials %s raised", ctx.job_id, [t.number for t in trials])
+            for trial in trials:
+                self._fail(ctx, trial, f"{type(exc).__name__}: {exc}")
+        else:
+            for trial, outcome in zip(trials, outcomes, strict=True):
+                search.tell(ctx.study, trial, outcome)
+                log.info("job %s: trial %d %s (value %s)%s", ctx.job_id, trial.number,
+                         outcome.state.name.lower(), outcome.value,
+                         f": {outcome.reason}" if outcome.reason else "")
+        finally:
+            self.heartbeat.watch(ctx.job_id)
+        self.after_trials(ctx)
+
+    def _evaluate(
+        self, ctx: JobContext, trials: list[optuna.Trial], evaluate_batch: BatchEvaluator | None
+    ) -> list[search.TrialOutcome]:
+        device = self.runtime.identity.device
+        if len(trials) > 1 and evaluate_batch is not None:
+            return evaluate_batch(trials, ctx.workload, ctx.spec, ctx.space, device=device,
+                                  should_stop=self.should_stop)
+        return search.evaluate_trials(trials, ctx.workload, ctx.spec, ctx.space, device=device,
+                                      should_stop=self.should_stop)
+
+    def _fail(self, ctx: JobContext, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr(REASON_ATTR, reason)
+        ctx.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _interrupted(self, ctx: JobContext, trials: list[optuna.Trial], step: int) -> None:
+        if self.stopping.is_set():
+            self.hand_back(ctx, trials, f"handed back at step {step}: its worker was stopping")
+            return
+        log.info("job %s: trials %s stopped at step %d: the job is no longer searching",
+                 ctx.job_id, [t.number for t in trials], step)
+        for trial in trials:
+            self._fail(ctx, trial, f"stopped at step {step}: the job was cancelled")
+
+    def hand_back(self, ctx: JobContext, trials: Sequence[optuna.Trial], reason: str) -> None:
+        """Fail the trials and re-enqueue each with the same parameters, as for a dead worker.
+
+        Done under the search lock so that no worker counts the study between the two writes;
+        a trial this worker already told (a finished population member) is left as it is.
+        """
+        callback = self.runtime.storage.get_heartbeat_stale_trial_callback()
+        with self.search_lock(ctx.job_id, self.owner) as grant:
+            if grant is None:
+                log.info("job %s: trials left to the grace period (search lock busy)", ctx.job_id)
+                return
+            for trial in trials:
+                if self.runtime.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                    continue
+                self._fail(ctx, trial, reason)
+                if callback is not None:
+                    callback(ctx.study, self.runtime.storage.get_trial(trial._trial_id))
+                log.info("job %s: trial %d %s", ctx.job_id, trial.number, reason)
+
+    # ------------------------------------------------------------------ progress
+    def after_trials(self, ctx: JobContext) -> None:
+        """Record progress and a partial recommendation, or finalise when the budget is spent."""
+        trials = ctx.study.get_trials(deepcopy=False)
+        count = budget.count(trials, ctx.total)
+        if count.done or count.exhausted:
+            self.finalise(ctx, trials, count)
+            return
+        partial = recommendation(ctx, trials, final=False)
+        with transaction(self.runtime.sessions) as s:
+            claims.record_progress(s, ctx.job_id, progress_of(ctx, trials, count, partial), partial)
+
+    def finalise(
+        self, ctx: JobContext, trials: Sequence[FrozenTrial], count: budget.BudgetCount
+    ) -> bool:
+        """``searching`` → ``completed`` with the final recommendation; True for the one winner.
+
+        A job whose trials all failed (or none completed) is failed with the reason instead.
+        """
+        worker_id = self.runtime.identity.worker_id
+        body = recommendation(ctx, trials, final=True) if count.done else None
+        with transaction(self.runtime.sessions) as s:
+            if body is None:
+                won = claims.fail_job(s, ctx.job_id, ("searching",), no_result_error(ctx, trials),
+                                      worker_id)
+            else:
+                progress = progress_of(ctx, trials, count, body)
+                won = claims.finalise(s, ctx.job_id, progress, body, worker_id)
+        if won:
+            log.info("job %s %s: %d trials finished", ctx.job_id,
+                     "completed" if body is not None else "failed", count.finished)
+        return won
+
+
+def recommendation(
+    ctx: JobContext, trials: Sequence[FrozenTrial], *, final: bool
+) -> dict[str, Any] | None:
+    """The recommendation so far; None while no trial has completed."""
+    try:
+        return recommend.build_recommendation(trials, spec=ctx.spec, sweep=ctx.sweep, final=final)
+    except recommend.NoCompletedTrialsError:
+        return None
+
+
+def no_result_error(ctx: JobContext, trials: Sequence[FrozenTrial]) -> str:
+    """Why a job ends without a recommendation, with the last failed trial's reason."""
+    reasons = [t.user_attrs.get(REASON_ATTR) for t in trials if t.state == TrialState.FAIL]
+    last = next((r for r in reversed(reasons) if r), None)
+    detail = f"; last failure: {last}" if last else ""
+    return (f"no trial completed ({len(trials)} trials){detail}; "
+            f"see GET /v1/jobs/{ctx.job_id}/trials for each trial's reason")
+
+
+def progress_of(
+    ctx: JobContext, trials: Sequence[FrozenTrial], count: budget.BudgetCount,
+    body: dict[str, Any] | None,
+) -> Progress:
+    """Finished trials, the best objective so far and the untuned baseline's objective."""
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    values = [v for v in values if math.isfinite(v)]
+    maximise = ctx.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best = (max(values) if maximise else min(values)) if values else None
+    baseline = None if body is None else body.get("baseline_objective")
+    return Progress(count.finished, best, baseline)
