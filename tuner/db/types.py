@@ -11,6 +11,7 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -82,6 +83,12 @@ class db_now(FunctionElement[datetime]):  # noqa: N801 - reads as a function at 
     type = UTCDateTime()
     inherit_cache = True
     name = "db_now"
+    # The offset is rendered into the SQL text, so it must be part of the statement cache
+    # key: otherwise db_now(+60) and db_now(+0.05) in the same statement share one SQL.
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("offset_seconds", InternalTraversal.dp_plain_obj),
+    ]
 
     def __init__(self, offset_seconds: float = 0.0):
         self.offset_seconds = float(offset_seconds)

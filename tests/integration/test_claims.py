@@ -1,0 +1,267 @@
+"""Worker claims on SQLite and PostgreSQL: sweeps under leases, the search lock, the budget.
+
+Concurrency here is real (threads, each with its own engine and Optuna storage, like
+separate worker processes); only training is left out: trials are told at once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import select
+
+from tuner import search
+from tuner.db import claims, jobs, recommendations
+from tuner.db.engine import make_engine, make_session_factory, transaction
+from tuner.db.models import Job, JobEvent
+from tuner.settings import Settings
+from tuner.spec import parse_job
+from workers import budget
+from workers.context import load_context, open_or_create_study
+from workers.runtime import Identity, Runtime
+from workers.trials import BUSY, FINALISED, NOTHING, TrialRunner
+
+LONG_LEASE = 60.0
+
+
+@pytest.fixture
+def sessions(migrated_url: str) -> Iterator[Any]:
+    engine = make_engine(migrated_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _submit(sessions: Any, workload: str = "digits_mlp", trials: int = 4, **extra: Any) -> str:
+    body = {"workload": workload, "budget": {"trials": trials, "steps_per_trial": 10,
+                                             "eval_every": 10}, **extra}
+    with transaction(sessions) as s:
+        return jobs.create_job(s, spec=parse_job(body)).id
+
+
+def _claim(sessions: Any, worker: str, lease: float = LONG_LEASE) -> Job | None:
+    with transaction(sessions) as s:
+        return claims.claim_sweep(s, worker, ["digits_mlp"], lease)
+
+
+def _job(sessions: Any, job_id: str) -> Job:
+    with transaction(sessions) as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_concurrent_claimers_never_get_the_same_sweep(migrated_url: str, sessions: Any) -> None:
+    submitted = {_submit(sessions) for _ in range(6)}
+    claimed: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def claimer(name: str) -> None:
+        engine = make_engine(migrated_url)
+        own = make_session_factory(engine)
+        try:
+            while (job := _claim(own, name)) is not None:
+                claimed.append((job.id, name))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(job_id for job_id, _ in claimed) == sorted(submitted)
+    for job_id, worker in claimed:
+        job = _job(sessions, job_id)
+        assert (job.status, job.sweep_worker_id) == ("sweeping", worker)
+        assert job.started_at is not None
+
+
+def test_a_live_lease_is_not_taken_over(sessions: Any) -> None:
+    job_id = _submit(sessions)
+    assert _claim(sessions, "a") is not None
+    assert _claim(sessions, "b") is None
+    with transaction(sessions) as s:
+        assert claims.renew_sweep_lease(s, job_id, "a", LONG_LEASE)
+        assert not claims.renew_sweep_lease(s, job_id, "b", LONG_LEASE)
+
+
+def test_an_expired_lease_is_taken_over(sessions: Any) -> None:
+    job_id = _submit(sessions)
+    first = _claim(sessions, "a", lease=0.05)
+    assert first is not None and first.id == job_id
+    time.sleep(0.3)
+    second = _claim(sessions, "b")
+    assert second is not None and second.id == job_id
+    assert second.sweep_worker_id == "b"
+    with transaction(sessions) as s:
+        assert not claims.renew_sweep_lease(s, job_id, "a", LONG_LEASE)
+        assert not claims.finish_sweep(s, job_id, "a")
+        assert claims.finish_sweep(s, job_id, "b")
+        kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id)))
+    assert "sweep_takeover" in kinds
+    job = _job(sessions, job_id)
+    assert (job.status, job.sweep_lease_expires_at) == ("searching", None)
+
+
+def test_claims_only_workloads_the_worker_advertises(sessions: Any) -> None:
+    _submit(sessions, workload="regression_mlp")
+    assert _claim(sessions, "a") is None
+    with transaction(sessions) as s:
+        job = claims.claim_sweep(s, "a", ["regression_mlp"], LONG_LEASE)
+    assert job is not None and job.workload == "regression_mlp"
+
+
+def test_a_cancelled_sweep_cannot_be_finished(sessions: Any) -> None:
+    job_id = _submit(sessions)
+    assert _claim(sessions, "a") is not None
+    with transaction(sessions) as s:
+        jobs.request_cancel(s, job_id)
+    with transaction(sessions) as s:
+        assert not claims.renew_sweep_lease(s, job_id, "a", LONG_LEASE)
+        assert not claims.finish_sweep(s, job_id, "a")
+        assert claims.job_status(s, job_id) == "cancelled"
+
+
+def _searching(sessions: Any, **extra: Any) -> str:
+    job_id = _submit(sessions, **extra)
+    assert _claim(sessions, "sweeper") is not None
+    with transaction(sessions) as s:
+        assert claims.finish_sweep(s, job_id, "sweeper")
+    return job_id
+
+
+def test_search_lock_is_exclusive_and_expires(sessions: Any) -> None:
+    job_id = _searching(sessions)
+    with transaction(sessions) as s:
+        grant = claims.acquire_search_lock(s, job_id, "a", LONG_LEASE)
+        assert grant is not None and not grant.took_over
+        assert claims.acquire_search_lock(s, job_id, "b", LONG_LEASE) is None
+        assert claims.release_search_lock(s, job_id, "a")
+        assert claims.acquire_search_lock(s, job_id, "b", 0.05) is not None
+    time.sleep(0.3)
+    with transaction(sessions) as s:
+        taken = claims.acquire_search_lock(s, job_id, "c", LONG_LEASE)
+        assert taken is not None and taken.took_over_from == "b"
+        assert not claims.release_search_lock(s, job_id, "b")
+        assert claims.release_search_lock(s, job_id, "c")
+
+
+def test_finalise_happens_exactly_once(sessions: Any) -> None:
+    job_id = _searching(sessions)
+    progress = claims.Progress(4, 0.1, 0.5)
+    results = []
+    for n in range(2):
+        with transaction(sessions) as s:
+            results.append(claims.finalise(s, job_id, progress, {"final": True, "n": n}, f"w{n}"))
+    assert results == [True, False]
+    with transaction(sessions) as s:
+        assert not claims.record_progress(s, job_id, claims.Progress(3, 0.2, 0.5), {"n": -1})
+        rec = recommendations.get_recommendation(s, job_id)
+        assert rec is not None and rec.final and rec.body["n"] == 0
+    job = _job(sessions, job_id)
+    assert (job.status, job.trials_completed, job.best_objective) == ("completed", 4, 0.1)
+    assert job.finished_at is not None
+
+
+# ------------------------------------------------------------------ the global budget
+
+HEARTBEAT_S, GRACE_S = 1, 2
+
+
+def _runtime(url: str, name: str) -> Runtime:
+    settings = Settings(database_url=url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                        poll_interval=0.05)
+    return Runtime.open(settings, Identity(worker_id=name, device="cpu"))
+
+
+def _searching_study(url: str, sessions: Any, trials: int) -> str:
+    """A searching job (sweep disabled) whose study exists, as the sweeping worker leaves it."""
+    job_id = _submit(sessions, trials=trials, sweep={"enabled": False})
+    assert _claim(sessions, "sweeper") is not None
+    job = _job(sessions, job_id)
+    runtime = _runtime(url, "sweeper")
+    open_or_create_study(runtime, job.study_name, parse_job(job.spec), None)
+    runtime.close()
+    with transaction(sessions) as s:
+        assert claims.finish_sweep(s, job_id, "sweeper")
+    return job_id
+
+
+def _run_worker(url: str, job_id: str, name: str, outcome: dict[str, Any], die: bool) -> None:
+    """A worker without training: hand out, tell a random loss, repeat until nothing is owed.
+
+    With ``die`` it walks away from its first trial like a process killed mid-trial.
+    """
+    runtime = _runtime(url, name)
+    try:
+        ctx = load_context(runtime, _job(runtime.sessions, job_id))
+        runner = TrialRunner(runtime, _NoCache(), threading.Event())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            asked = runner.hand_out(ctx, 1)
+            if asked in (FINALISED, NOTHING) and _job(runtime.sessions, job_id).is_finished:
+                return
+            if isinstance(asked, str):
+                time.sleep(0.05 if asked == BUSY else 0.2)
+                continue
+            trial = asked[0]
+            search.trial_config(trial, ctx.space, ctx.spec)
+            if die:
+                outcome["abandoned"] = trial.number
+                return
+            ctx.study.tell(trial, random.uniform(0.1, 1.0))
+            outcome.setdefault("told", []).append(trial.number)
+            runner.after_trials(ctx)
+    finally:
+        runtime.close()
+
+
+class _NoCache:
+    def peek(self, job_id: str) -> None:
+        return None
+
+
+def test_budget_is_exact_with_concurrent_workers_and_a_dead_one(
+    migrated_url: str, sessions: Any
+) -> None:
+    total = 7
+    job_id = _searching_study(migrated_url, sessions, trials=total)
+    outcomes: dict[str, dict[str, Any]] = {f"w{i}": {} for i in range(4)}
+    threads = [
+        threading.Thread(target=_run_worker,
+                         args=(migrated_url, job_id, name, outcomes[name], name == "w0"))
+        for name in outcomes
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    job = _job(sessions, job_id)
+    assert job.status == "completed", job.error
+    study = optuna.load_study(study_name=job.study_name, storage=migrated_url)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == total
+    assert states.count(TrialState.FAIL) == 1  # the dead worker's trial, failed as stale
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    abandoned = outcomes["w0"]["abandoned"]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == abandoned]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert budget.count(trials, total).finished == total
+    with transaction(sessions) as s:
+        rec = recommendations.get_recommendation(s, job_id)
+        assert rec is not None and rec.final
+        kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id)))
+    assert kinds.count("completed") == 1
+    assert job.trials_completed == total
