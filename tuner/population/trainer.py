@@ -238,7 +238,6 @@ class PopulationRun:
         for row, i in enumerate(self.alive):
             final = self.members[i].curve[-1][1]
             self._finish(i, "complete", final, None, self.total_steps, diagnostics[row])
-        self.alive = []
 
     def _compact(self) -> None:
         """Drop the rows of members that have finished, so they stop costing compute."""
