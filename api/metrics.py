@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -21,7 +22,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import DateTime, String, column, func, inspect, select, table
+from sqlalchemy import DateTime, String, cast, column, func, inspect, select, table
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +35,8 @@ TRIAL_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FINISHED_TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
-# Optuna's own trials table (it shares the database); only the columns read here.
+# Optuna's own trials table (it shares the database); only the columns read here. Its
+# state is an enum type on PostgreSQL, hence the casts to text.
 optuna_trials = table(
     "trials",
     column("state", String),
@@ -113,7 +115,7 @@ class StoreCollector(Collector):
     def _durations(self, s: Session) -> list[float]:
         rows = s.execute(
             select(optuna_trials.c.datetime_start, optuna_trials.c.datetime_complete).where(
-                optuna_trials.c.state.in_(("COMPLETE", "PRUNED"))
+                cast(optuna_trials.c.state, String).in_(("COMPLETE", "PRUNED"))
             )
         )
         seconds = (_seconds(start, end) for start, end in rows)
@@ -156,15 +158,32 @@ class RequestLatencyMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
-        start = time.perf_counter()
+        path, start = scope["path"], time.perf_counter()
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.histogram.labels(scope["method"], template, str(status["code"])).observe(
-                time.perf_counter() - start
-            )
+            self.histogram.labels(
+                scope["method"], route_template(path, scope), str(status["code"])
+            ).observe(time.perf_counter() - start)
+
+
+def route_template(path: str, scope: Scope) -> str:
+    """``/v1/jobs/{job_id}`` for ``/v1/jobs/3f2a...``: the path with its parameters put back
+    as names, read from what the router matched; ``unmatched`` where no route did."""
+    if "endpoint" not in scope and "route" not in scope:
+        return "unmatched"
+    params: dict[str, Any] = scope.get("path_params") or {}
+    segments = path.split("/")
+    for name, value in params.items():
+        text = str(value)
+        if "/" in text or not text:  # a mount's catch-all {path}: everything below it
+            if text and path.endswith(text):
+                path = path[: -len(text)] + "{" + name + "}"
+                segments = path.split("/")
+            continue
+        segments = ["{" + name + "}" if seg == text else seg for seg in segments]
+        path = "/".join(segments)
+    return path
 
 
 def install(app: FastAPI, session_factory: Callable[[], Session], grace_seconds: float) -> None:

@@ -142,7 +142,12 @@ def seed_finished_job(url: str, n_trials: int = 12, with_worker: bool = True) ->
         )
         if with_worker:
             workers.register_worker(
-                s, worker_id="worker-a", hostname="host", pid=1, device="cpu", workloads=["digits_mlp"]
+                s,
+                worker_id="worker-a",
+                hostname="host",
+                pid=1,
+                device="cpu",
+                workloads=["digits_mlp"],
             )
     engine.dispose()
     return SeededJob(job_id, sweep, trials, rec)

@@ -1,0 +1,119 @@
+"""The HTML pages and the SVG plot endpoint, over create_app on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from ui_seed import SNIPPET, SeededJob, seed_finished_job
+
+from api.app import create_app
+from tuner.db import jobs
+from tuner.db.engine import make_engine, make_session_factory, transaction
+from tuner.settings import Settings
+from tuner.spec import JobSpec
+
+
+@pytest.fixture
+def client(migrated_url: str) -> Iterator[TestClient]:
+    """An app on a migrated, empty database."""
+    with TestClient(create_app(Settings(database_url=migrated_url, auth="disabled"))) as c:
+        yield c
+
+
+@pytest.fixture
+def seeded(client: TestClient, migrated_url: str) -> SeededJob:
+    """A finished job with its sweep, study and recommendation in the client's database."""
+    return seed_finished_job(migrated_url)
+
+
+def queued_job(url: str, name: str = "waiting") -> str:
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as s:
+        job_id = jobs.create_job(s, spec=JobSpec(workload="digits_mlp", name=name)).id
+    engine.dispose()
+    return job_id
+
+
+def svg_of(html: str, css_class: str) -> str:
+    match = re.search(rf'<svg class="chart {css_class}".*?</svg>', html, re.S)
+    assert match, f"no {css_class} chart in the page"
+    return match.group(0)
+
+
+def test_index_and_lr_sweep_svg_of_a_finished_job(client: TestClient, seeded: SeededJob) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    row = re.search(rf'<tr class="job" data-job-id="{seeded.job_id}">.*?</tr>', r.text, re.S)
+    assert row, "the seeded job is not listed"
+    assert "status-completed" in row.group(0)
+    assert "12/12" in row.group(0)
+    assert f'href="/jobs/{seeded.job_id}"' in row.group(0)
+    assert "refresh" not in r.text  # nothing runs: no reloading
+
+    r = client.get(f"/v1/jobs/{seeded.job_id}/lr-sweep.svg")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("image/svg+xml")
+    assert r.text.startswith("<svg") and r.text.count('class="pt"') == seeded.finite_smoothed
+
+
+def test_job_page_draws_every_point_and_the_recommendation(
+    client: TestClient, seeded: SeededJob
+) -> None:
+    r = client.get(f"/jobs/{seeded.job_id}")
+    assert r.status_code == 200
+    lr_svg = svg_of(r.text, "lr-curve")
+    assert lr_svg.count('class="pt"') == seeded.finite_smoothed
+    assert lr_svg.count('class="suggestion"') == 4
+    assert 'class="lr-range"' in lr_svg
+    trials_svg = svg_of(r.text, "trials-chart")
+    assert trials_svg.count('class="pt ') == seeded.trials_with_values
+    assert 'class="best"' in trials_svg and 'class="baseline"' in trials_svg
+    assert svg_of(r.text, "importances-chart").count('class="bar"') == 3
+    snippet = SNIPPET.strip().splitlines()[1]
+    assert snippet in r.text
+    assert 'id="snippet"' in r.text and 'class="copy"' in r.text
+    assert 'href="/dashboard"' in r.text
+    assert "% better" in r.text  # the gain over the untuned baseline
+    assert re.findall(r'(?:src|href)="(https?://[^"]+)"', r.text) == []  # nothing from outside
+    assert "<link" not in r.text  # styles are inline
+
+
+def test_running_job_page_refreshes_and_says_what_is_missing(
+    migrated_url: str, client: TestClient
+) -> None:
+    job_id = queued_job(migrated_url)
+    r = client.get(f"/jobs/{job_id}")
+    assert r.status_code == 200
+    assert 'http-equiv="refresh"' in r.text and "location.reload" in r.text
+    assert "no LR range test data yet" in r.text
+    assert "no finished trials yet" in r.text
+    assert "Not yet" in r.text
+    assert "refresh" in client.get("/").text  # the list reloads while a job runs
+
+
+def test_names_are_escaped(migrated_url: str, client: TestClient) -> None:
+    job_id = queued_job(migrated_url, name="<script>alert(1)</script>")
+    for path in ("/", f"/jobs/{job_id}"):
+        html = client.get(path).text
+        assert "<script>alert(1)" not in html
+        assert "&lt;script&gt;alert(1)" in html
+
+
+def test_unknown_job_page_is_a_404_page(client: TestClient) -> None:
+    r = client.get("/jobs/doesnotexist")
+    assert r.status_code == 404
+    assert "text/html" in r.headers["content-type"]
+    assert "doesnotexist" in r.text
+
+
+def test_lr_sweep_svg_before_the_sweep_says_why(migrated_url: str, client: TestClient) -> None:
+    job_id = queued_job(migrated_url)
+    r = client.get(f"/v1/jobs/{job_id}/lr-sweep.svg")
+    assert r.status_code == 404
+    assert "not done yet" in r.json()["detail"]
+    r = client.get("/v1/jobs/nope/lr-sweep.svg")
+    assert r.status_code == 404 and "not found" in r.json()["detail"]
