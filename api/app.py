@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import errors, metrics
+from api import errors, metrics, openapi
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.routes import health, jobs, pages, plots, results, workers, workloads
+from api.schemas import error_responses
 from tuner.db.engine import make_engine, make_session_factory
 from tuner.settings import Settings
 
@@ -30,7 +31,7 @@ DESCRIPTION = (
 
 def api_router() -> APIRouter:
     """Every resource's router under ``/v1``."""
-    router = APIRouter(prefix=API_PREFIX)
+    router = APIRouter(prefix=API_PREFIX, responses=error_responses(401, 500, 503))
     for module in (jobs, results, workloads, workers):
         router.include_router(module.router)
     return router
@@ -69,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plots.router, prefix=API_PREFIX)
     app.include_router(pages.router)
     metrics.install(app, app.state.session_factory, settings.grace_period)
+    openapi.install(app, settings)
     return app

@@ -207,3 +207,23 @@ class WorkersPublic(BaseModel):
 class Health(BaseModel):
     status: str
     database: str | None = None
+
+
+class ErrorMessage(BaseModel):
+    """Every error other than a 422: what was wrong and how to fix it."""
+
+    detail: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer with."""
+    described = {
+        400: "the body could not be read (not UTF-8 JSON)",
+        401: "an API key is required (keys exist) and was missing, unknown or revoked",
+        404: "no such job for this tenant, or nothing there yet",
+        409: "the job is not in a state that allows this",
+        413: "the request body is too large",
+        500: "a bug: the detail gives the request id to report",
+        503: "the database is unavailable; retry later",
+    }
+    return {code: {"model": ErrorMessage, "description": described[code]} for code in codes}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
 from api.errors import UnprocessableJob, field_error
-from api.schemas import JobPublic, JobsPublic
+from api.schemas import JobPublic, JobsPublic, error_responses
 from tuner import workloads
 from tuner.db import jobs
 from tuner.db.models import ACTIVE_JOB_STATUSES
@@ -44,7 +44,14 @@ def refuse_unservable(spec: JobSpec, settings: Settings) -> None:
         raise UnprocessableJob(errors)
 
 
-@router.post("", status_code=202, response_model=JobPublic, summary="Submit a tuning job")
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Submit a tuning job",
+    responses={200: {"model": JobPublic, "description": "replay of an idempotent request"}}
+    | error_responses(400, 413),
+)
 def submit_job(
     spec: JobSpec,
     response: Response,
@@ -87,12 +94,22 @@ def list_jobs(
     return JobsPublic(data=[JobPublic.of(j) for j in page], count=total)
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="A job: status, phase, progress")
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    summary="A job: status, phase, progress",
+    responses=error_responses(404),
+)
 def get_job(job: JobDep) -> JobPublic:
     return JobPublic.of(job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job")
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    summary="Cancel a job",
+    responses=error_responses(404, 409),
+)
 def cancel_job(job: JobDep, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
     """Cancel a queued or running job; workers stop its trials at their next check."""
     if job.status in ACTIVE_JOB_STATUSES:

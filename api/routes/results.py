@@ -7,13 +7,25 @@ from dataclasses import asdict
 from fastapi import APIRouter, HTTPException
 
 from api.deps import JobDep, OptunaStorageDep, SessionDep
-from api.schemas import LRSweepPublic, RecommendationPublic, TrialPublic, TrialsPublic, phase_of
+from api.schemas import (
+    LRSweepPublic,
+    RecommendationPublic,
+    TrialPublic,
+    TrialsPublic,
+    error_responses,
+    phase_of,
+)
 from tuner.db import recommendations, sweeps, trials
 
 router = APIRouter(prefix="/jobs", tags=["results"])
 
 
-@router.get("/{job_id}/lr-sweep", response_model=LRSweepPublic, summary="The LR range test")
+@router.get(
+    "/{job_id}/lr-sweep",
+    response_model=LRSweepPublic,
+    summary="The LR range test",
+    responses=error_responses(404),
+)
 def get_lr_sweep(job: JobDep, session: SessionDep) -> LRSweepPublic:
     """The loss against the learning rate, the suggestions and the range the search uses."""
     sweep = sweeps.get_sweep(session, job.id)
@@ -35,7 +47,12 @@ def get_lr_sweep(job: JobDep, session: SessionDep) -> LRSweepPublic:
     )
 
 
-@router.get("/{job_id}/trials", response_model=TrialsPublic, summary="The trials of the search")
+@router.get(
+    "/{job_id}/trials",
+    response_model=TrialsPublic,
+    summary="The trials of the search",
+    responses=error_responses(404),
+)
 def list_trials(job: JobDep, storage: OptunaStorageDep) -> TrialsPublic:
     """Every trial of the job's Optuna study, by number, with the worker and device that ran it.
 
@@ -48,6 +65,7 @@ def list_trials(job: JobDep, storage: OptunaStorageDep) -> TrialsPublic:
     "/{job_id}/recommendation",
     response_model=RecommendationPublic,
     summary="The recommended configuration",
+    responses=error_responses(404, 409),
 )
 def get_recommendation(job: JobDep, session: SessionDep) -> RecommendationPublic:
     """Partial (``final: false``) while the search runs, final once the job is completed."""
