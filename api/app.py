@@ -12,9 +12,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
-from api import errors, metrics, openapi
+from api import auth, errors, metrics, openapi
+from api.deps import get_tenant
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.routes import health, jobs, pages, plots, results, workers, workloads
 from api.schemas import error_responses
@@ -31,7 +32,11 @@ DESCRIPTION = (
 
 def api_router() -> APIRouter:
     """Every resource's router under ``/v1``."""
-    router = APIRouter(prefix=API_PREFIX, responses=error_responses(401, 500, 503))
+    router = APIRouter(
+        prefix=API_PREFIX,
+        responses=error_responses(401, 500, 503),
+        dependencies=[Depends(get_tenant)],  # declares the key schemes on every /v1 operation
+    )
     for module in (jobs, results, workloads, workers):
         router.include_router(module.router)
     return router
@@ -49,8 +54,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app on ``settings`` (default: from the environment)."""
     settings = settings or Settings()
-    if settings.auth == "disabled":
-        log.warning("ADAMTUNE_AUTH=disabled: every request is served as the default tenant")
     app = FastAPI(
         title="adamtune",
         version="0.1.0",
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.optuna_storage = None
     errors.install(app)
+    auth.install(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router())

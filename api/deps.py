@@ -7,12 +7,14 @@ import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
-from tuner.db import jobs, keys
+from api import auth
+from tuner.db import jobs
 from tuner.db.engine import optuna_storage, transaction
-from tuner.db.models import DEFAULT_TENANT, Job
+from tuner.db.models import Job
 from tuner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,31 +36,27 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+def get_tenant(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(auth.bearer_scheme)],
+    _api_key: Annotated[str | None, Security(auth.api_key_scheme)],
+) -> str:
+    """The tenant whose jobs this request may see: the one :mod:`api.auth` authenticated.
 
-
-def get_tenant(request: Request, settings: SettingsDep, session: SessionDep) -> str:
-    """The tenant whose jobs this request may see.
-
-    ``ADAMTUNE_AUTH=disabled``, or no active API key yet (a fresh install): the default
-    tenant. Once keys exist, a valid ``Authorization: Bearer <key>`` names the tenant.
+    Where the auth middleware did not run (an app assembled without ``auth.install``), the
+    key is checked here, so a route using this dependency is never open by accident. The
+    two security parameters only declare the key schemes in the OpenAPI spec.
     """
-    if settings.auth == "disabled" or not keys.any_active_keys(session):
-        return DEFAULT_TENANT
-    token = _bearer(request)
-    key = keys.verify_key(session, token) if token else None
-    if key is None:
-        reason = "an invalid or revoked" if token else "no"
-        raise HTTPException(
-            status_code=401,
-            detail=f"{reason} API key: send 'Authorization: Bearer <key>'; an operator "
-            "creates keys with `adamtune keys create --tenant NAME`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return key.tenant
+    tenant = auth.tenant_of(request.scope)
+    if tenant is not None:
+        return tenant
+    try:
+        return auth.authenticate(session, settings, auth.key_of(request.headers))
+    except auth.AuthError as exc:
+        headers = {"WWW-Authenticate": auth.challenge_for(request.url.path)}
+        raise HTTPException(exc.status_code, detail=exc.detail, headers=headers) from None
 
 
 CurrentTenant = Annotated[str, Depends(get_tenant)]

@@ -50,7 +50,7 @@ def refuse_unservable(spec: JobSpec, settings: Settings) -> None:
     response_model=JobPublic,
     summary="Submit a tuning job",
     responses={200: {"model": JobPublic, "description": "replay of an idempotent request"}}
-    | error_responses(400, 413),
+    | error_responses(400, 409, 413),
 )
 def submit_job(
     spec: JobSpec,
@@ -61,7 +61,8 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     """Queue a job (202 with ``Location``). A retry with the same ``Idempotency-Key`` and
-    body returns the first job (200); the same key with another body is refused (422)."""
+    body returns the first job (200, ``Idempotent-Replayed: true``), also when the two race;
+    the same key with another body is refused (409). Keys are per tenant."""
     refuse_unservable(spec, settings)
     if idempotency_key:
         try:
@@ -69,7 +70,7 @@ def submit_job(
                 session, spec=spec, tenant=tenant, idempotency_key=idempotency_key
             )
         except jobs.IdempotencyKeyReused as exc:
-            raise UnprocessableJob([field_error(["header", "Idempotency-Key"], str(exc))]) from None
+            raise HTTPException(status_code=409, detail=str(exc)) from None
         if not created:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"

@@ -42,7 +42,7 @@ RECOMMENDATION = {
 
 @pytest.fixture
 def client(migrated_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=migrated_url))) as c:
+    with TestClient(create_app(Settings(database_url=migrated_url, auth="disabled"))) as c:
         yield c
 
 

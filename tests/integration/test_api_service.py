@@ -19,7 +19,7 @@ from tuner.settings import Settings
 
 @pytest.fixture
 def client(migrated_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=migrated_url))) as c:
+    with TestClient(create_app(Settings(database_url=migrated_url, auth="disabled"))) as c:
         yield c
 
 
@@ -87,12 +87,14 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
-def test_without_keys_everyone_is_the_default_tenant(client: TestClient) -> None:
-    job_id = client.post("/v1/jobs", json=job_body()).json()["id"]
-    assert client.get(f"/v1/jobs/{job_id}").status_code == 200
+def test_without_keys_auth_fails_closed(migrated_url: str) -> None:
+    with TestClient(create_app(Settings(database_url=migrated_url))) as client:
+        r = client.post("/v1/jobs", json=job_body())
+    assert r.status_code == 401 and "adamtune keys create --tenant NAME" in r.json()["detail"]
 
 
-def test_keys_scope_jobs_to_their_tenant(client: TestClient, migrated_url: str) -> None:
+def test_keys_scope_jobs_to_their_tenant(migrated_url: str) -> None:
+    client = TestClient(create_app(Settings(database_url=migrated_url)))
     _, acme = in_store(migrated_url, lambda s: keys.create_key(s, "acme"))
     _, other = in_store(migrated_url, lambda s: keys.create_key(s, "other"))
     acme_h = {"Authorization": f"Bearer {acme}"}
@@ -118,7 +120,7 @@ def test_auth_disabled_serves_the_default_tenant(migrated_url: str) -> None:
 
 
 def test_body_over_the_limit_is_413(migrated_url: str) -> None:
-    settings = Settings(database_url=migrated_url, max_body_bytes=1024)
+    settings = Settings(database_url=migrated_url, max_body_bytes=1024, auth="disabled")
     with TestClient(create_app(settings)) as client:
         r = client.post("/v1/jobs", json=job_body(name="x" * 2000))
         assert r.status_code == 413
@@ -136,7 +138,7 @@ def test_body_over_the_limit_is_413(migrated_url: str) -> None:
 
 
 def test_unhandled_error_is_500_with_request_id(migrated_url: str) -> None:
-    app = create_app(Settings(database_url=migrated_url))
+    app = create_app(Settings(database_url=migrated_url, auth="disabled"))
 
     def explode() -> None:
         raise RuntimeError("bug")

@@ -1,0 +1,237 @@
+"""API keys on every request: which tenant is calling, or a 401 that says how to get a key.
+
+Default deny: :class:`ApiKeyMiddleware` wraps the whole ASGI app, so every route, page and
+mounted app (``/dashboard``) needs a key except the few in ``OPEN_PATHS`` (health, metrics,
+the OpenAPI docs). A route added tomorrow is guarded without anyone remembering to.
+
+A key travels as ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or, for browsers
+(pages, dashboard), HTTP Basic with the key as the password (or as the user with an empty
+password, as ``curl -u KEY:`` sends it). Keys are looked up by their SHA-256 and confirmed
+with ``hmac.compare_digest`` (:func:`tuner.db.keys.verify_key`). With ``ADAMTUNE_AUTH=enabled``
+(the default) and no key in the database every request is refused (fail closed);
+``ADAMTUNE_AUTH=disabled`` is the explicit, loudly logged way to run open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable, Collection, Mapping
+
+from fastapi import FastAPI
+from fastapi.security import APIKeyHeader, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tuner.db import keys
+from tuner.db.engine import StoreError, StoreUnavailable, transaction
+from tuner.db.models import DEFAULT_TENANT
+from tuner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+TENANT_STATE_KEY = "tenant"
+# Open without a key: probes, Prometheus (aggregates only, no tenant data), the API docs.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Declared on every guarded operation of the OpenAPI spec (see api.deps.get_tenant), so
+# /docs shows Authorize; auto_error=False because ApiKeyMiddleware answers with its own 401.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="Authorization: Bearer <key> (from `adamtune keys create --tenant NAME`)",
+)
+api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the key itself")
+CREATE_KEY_HINT = "create one with `adamtune keys create --tenant NAME` (it prints the key once)"
+SEND_KEY_HINT = f"send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}: <key>'"
+
+
+class AuthError(Exception):
+    """A request without a usable key; ``detail`` says what to send or whom to ask."""
+
+    def __init__(self, detail: str, status_code: int = 401):
+        self.detail = detail
+        self.status_code = status_code
+        super().__init__(detail)
+
+
+def _basic_key(token: str) -> str:
+    """The key inside HTTP Basic credentials: the password, or the user if no password."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthError(f"malformed Basic credentials; {SEND_KEY_HINT}") from None
+    user, _, password = decoded.partition(":")
+    return password or user
+
+
+def _authorization_key(value: str) -> str:
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if not token:
+        raise AuthError(f"empty Authorization header; {SEND_KEY_HINT}")
+    if scheme.lower() == "bearer":
+        return token
+    if scheme.lower() == "basic":
+        return _basic_key(token)
+    raise AuthError(f"unsupported Authorization scheme {scheme[:20]!r}; {SEND_KEY_HINT}")
+
+
+def key_of(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries, or None; AuthError when the headers are malformed or
+    name two different keys."""
+    found = set()
+    if headers.get("authorization"):
+        found.add(_authorization_key(headers["authorization"]))
+    if headers.get(API_KEY_HEADER.lower()):
+        found.add(headers[API_KEY_HEADER.lower()].strip())
+    found.discard("")
+    if len(found) > 1:
+        raise AuthError("two different keys sent (Authorization and X-API-Key); send only one")
+    return found.pop() if found else None
+
+
+def authenticate(session: Session, settings: Settings, key: str | None) -> str:
+    """The tenant that ``key`` belongs to; AuthError (401) when there is none."""
+    if settings.auth == "disabled":
+        return DEFAULT_TENANT
+    found = keys.verify_key(session, key) if key else None
+    if found is not None:
+        return found.tenant
+    if not keys.any_active_keys(session):
+        raise AuthError(
+            "authentication is enabled but no API key exists yet: "
+            f"{CREATE_KEY_HINT}, or set ADAMTUNE_AUTH=disabled to run without keys "
+            "(only on a machine nobody else can reach)"
+        )
+    if key is None:
+        raise AuthError(f"no API key: {SEND_KEY_HINT}; an operator can {CREATE_KEY_HINT}")
+    raise AuthError(
+        f"an invalid or revoked API key was sent; {SEND_KEY_HINT} with an active key "
+        "(`adamtune keys list` shows them); an operator can " + CREATE_KEY_HINT
+    )
+
+
+def tenant_of(scope: Scope) -> str | None:
+    """The tenant :class:`ApiKeyMiddleware` authenticated for this request, if it ran."""
+    state = scope.get("state") or {}
+    tenant = state.get(TENANT_STATE_KEY)
+    return tenant if isinstance(tenant, str) else None
+
+
+def challenge_for(path: str) -> str:
+    """``WWW-Authenticate``: Basic for pages and the dashboard (browsers then ask for the
+    key), Bearer for the JSON API."""
+    return "Bearer" if path.startswith("/v1") else 'Basic realm="adamtune", charset="UTF-8"'
+
+
+class ApiKeyMiddleware:
+    """Pure ASGI guard: refuse requests without a valid key, record the tenant otherwise.
+
+    Reusable around any ASGI app (e.g. a mounted dashboard): pass the settings and a session
+    factory on the same database. ``tenants``, when given, admits only those tenants (403
+    for others), for apps that show every tenant's data.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        session_factory: Callable[[], Session],
+        open_paths: Collection[str] = OPEN_PATHS,
+        tenants: Collection[str] | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.session_factory = session_factory
+        self.open_paths = frozenset(open_paths)
+        self.tenants = frozenset(tenants) if tenants is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        try:
+            tenant = await self._tenant(scope)
+        except AuthError as exc:
+            await _refuse(scope, send, exc.status_code, exc.detail, challenge_for(scope["path"]))
+            return
+        except StoreUnavailable as exc:
+            log.warning("auth: store unavailable: %s", exc)
+            detail = "the database is unavailable or busy; retry in a few seconds"
+            await _refuse(scope, send, 503, detail, None, retry_after=True)
+            return
+        except StoreError:
+            log.exception("auth: store error on %s", scope["path"])
+            await _refuse(scope, send, 500, "internal error while checking the API key", None)
+            return
+        scope.setdefault("state", {})[TENANT_STATE_KEY] = tenant
+        await self.app(scope, receive, send)
+
+    async def _tenant(self, scope: Scope) -> str:
+        if self.settings.auth == "disabled":
+            return DEFAULT_TENANT
+        key = key_of(Headers(scope=scope))
+        tenant = await run_in_threadpool(self._lookup, key)
+        if self.tenants is not None and tenant not in self.tenants:
+            raise AuthError(
+                f"tenant {tenant!r} may not use {scope['path']}; it is open to: "
+                f"{', '.join(sorted(self.tenants))}",
+                status_code=403,
+            )
+        return tenant
+
+    def _lookup(self, key: str | None) -> str:
+        with transaction(self.session_factory) as session:
+            return authenticate(session, self.settings, key)
+
+
+async def _refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    detail: str,
+    challenge: str | None,
+    retry_after: bool = False,
+) -> None:
+    """A JSON error (``{"detail": ...}``); a websocket is closed with policy violation."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+        return
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if challenge and status == 401:
+        headers.append((b"www-authenticate", challenge.encode()))
+    if retry_after:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def docs_paths(app: FastAPI) -> set[str]:
+    """The OpenAPI document and its viewers, open so that /docs can show Authorize."""
+    paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    return {p for p in paths if p}
+
+
+def install(app: FastAPI) -> None:
+    """Guard ``app`` (built on ``app.state.settings`` and ``app.state.session_factory``)."""
+    settings: Settings = app.state.settings
+    if settings.auth == "disabled":
+        log.warning(
+            "ADAMTUNE_AUTH=disabled: NO AUTHENTICATION. Anyone who can reach this API can "
+            "submit, read and cancel every job (all as tenant %r). Create a key with "
+            "`adamtune keys create --tenant NAME` and unset ADAMTUNE_AUTH before sharing it.",
+            DEFAULT_TENANT,
+        )
+    open_paths = OPEN_PATHS | docs_paths(app)
+    app.add_middleware(
+        ApiKeyMiddleware,
+        settings=settings,
+        session_factory=app.state.session_factory,
+        open_paths=open_paths,
+    )
