@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from adamtune.cli.processes import Children, free_port
-from adamtune.cli.service import DEMO_DB, DEMO_TIMEOUT_S, start_service
+from adamtune.cli.service import DEMO_DB, DEMO_TIMEOUT_S, prepare_database, start_service
 
 EXAMPLE = Path("examples") / "digits.yaml"
 
@@ -46,7 +46,6 @@ def _on_terminate(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from tuner.db.engine import upgrade
     from tuner.spec import JobFileError, load_job_file
 
     try:
@@ -58,7 +57,7 @@ def run_demo(args: argparse.Namespace) -> int:
     env = {"ADAMTUNE_DATABASE_URL": url, "ADAMTUNE_AUTH": "disabled"}
     os.environ.update(env)
     print(f"demo: fresh database {DEMO_DB} (ADAMTUNE_AUTH=disabled: local, no API keys)")
-    upgrade(url)
+    prepare_database(url)
     port = args.port or free_port()
     signal.signal(signal.SIGTERM, _on_terminate)
     log_dir = Path(tempfile.mkdtemp(prefix="adamtune-demo-"))

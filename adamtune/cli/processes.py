@@ -147,6 +147,7 @@ class Children:
 
 def wait_http_ok(url: str, timeout: float, children: Sequence[Child] = ()) -> None:
     """Poll ``url`` until it answers 200; raise RuntimeError (with logs) on timeout or death."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per poll
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:

@@ -122,6 +122,16 @@ def _wait_for_schema(url: str, timeout: float = START_TIMEOUT_S) -> bool:
 # ---------------------------------------------------------------------------- up
 
 
+def prepare_database(url: str) -> None:
+    """Apply our migrations and create Optuna's tables (the dashboard only reads them)."""
+    from tuner.db.engine import optuna_storage, upgrade
+
+    upgrade(url)
+    storage = optuna_storage(url)
+    storage.remove_session()
+    storage.engine.dispose()
+
+
 class _StopOnSignal:
     """Turns SIGINT/SIGTERM into a flag, so the supervisor stops its children in order."""
 
@@ -172,8 +182,6 @@ def start_service(
 
 def run_up(args: argparse.Namespace) -> int:
     """Migrate, start API + workers + dashboard, supervise them until Ctrl-C or SIGTERM."""
-    from tuner.db.engine import upgrade
-
     if args.workers < 0:
         print(f"error: --workers must be >= 0 (got {args.workers})", file=sys.stderr)
         return EXIT_USAGE
@@ -184,7 +192,7 @@ def run_up(args: argparse.Namespace) -> int:
     env = _local_auth_env(args.host)
     os.environ.update(env)
     settings = _settings()
-    upgrade(settings.database_url)
+    prepare_database(settings.database_url)
     stop = _StopOnSignal()
     children = Children(env={"ADAMTUNE_DATABASE_URL": settings.database_url})
     try:
