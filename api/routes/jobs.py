@@ -87,7 +87,7 @@ def list_jobs(
     status: StatusFilter | None = None,
     workload: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobsPublic:
     page, total = jobs.list_jobs(
         session, tenant=tenant, status=status, workload=workload, limit=limit, offset=offset
