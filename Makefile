@@ -9,6 +9,11 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
+# The browser test drives Debian's Chromium (nothing is downloaded at test time).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -20,7 +25,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/adamtune demo
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: install
