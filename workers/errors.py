@@ -24,6 +24,15 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
+def describe(exc: BaseException) -> str:
+    """One line for a log: the error and, for wrapped driver errors, its cause."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        text += f" (cause: {str(cause).splitlines()[0]})"
+    return text
+
+
 class Backoff:
     """Exponential back-off with jitter, reset by the first success."""
 

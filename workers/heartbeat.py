@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from tuner.db import claims, workers
 from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
-from workers.errors import TRANSIENT_ERRORS
+from workers.errors import TRANSIENT_ERRORS, describe
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ class HeartbeatThread(threading.Thread):
                 self.reap_stale(watch.job_id)
         except TRANSIENT_ERRORS as exc:
             if not self._failing:
-                log.warning("heartbeat failed (database unreachable?): %s; retrying", exc)
+                log.warning("heartbeat failed (database unreachable?): %s; retrying",
+                            describe(exc))
             self._failing = True
             return
         except Exception:

@@ -28,7 +28,7 @@ from tuner.db.engine import transaction
 from tuner.train import TrialInterrupted
 from workers import budget
 from workers.context import ContextCache, JobContext
-from workers.errors import TRANSIENT_ERRORS
+from workers.errors import TRANSIENT_ERRORS, describe
 from workers.heartbeat import HeartbeatThread
 from workers.runtime import Runtime
 
@@ -161,6 +161,11 @@ class TrialRunner:
             outcomes = self._evaluate(ctx, trials, evaluate_batch)
         except interrupts as exc:
             self._interrupted(ctx, trials, int(getattr(exc, "step", 0)))
+            return
+        except TRANSIENT_ERRORS as exc:
+            log.warning("job %s: database error during trials %s (%s); handing them back",
+                        ctx.job_id, [t.number for t in trials], describe(exc))
+            self.hand_back(ctx, trials, "handed back: its worker lost the database connection")
             return
         except Exception as exc:  # a workload bug must cost these trials, never the worker
             log.exception("job %s: trials %s raised", ctx.job_id, [t.number for t in trials])

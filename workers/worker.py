@@ -23,7 +23,7 @@ from tuner.db import claims, workers
 from tuner.db.engine import transaction
 from tuner.db.models import Job
 from workers.context import ContextCache
-from workers.errors import TRANSIENT_ERRORS, Backoff
+from workers.errors import TRANSIENT_ERRORS, Backoff, describe
 from workers.heartbeat import HeartbeatThread
 from workers.runtime import Runtime
 from workers.sweep import run_sweep
@@ -97,7 +97,7 @@ class Worker:
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next_delay()
                 log.warning("cannot register (database unreachable?): %s; retrying in %.1fs",
-                            exc, delay)
+                            describe(exc), delay)
                 self.stopping.wait(delay)
         return False
 
@@ -116,7 +116,7 @@ class Worker:
                 outcome = self.step()
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next_delay()
-                log.warning("database error: %s; reconnecting in %.1fs", exc, delay)
+                log.warning("database error: %s; reconnecting in %.1fs", describe(exc), delay)
                 self.heartbeat.idle()
                 self.stopping.wait(delay)
                 continue
