@@ -7,11 +7,20 @@ that names the field and says what is allowed.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 OptimizerName = Literal["adam", "adamw"]
 ScheduleName = Literal["constant", "linear", "cosine"]
@@ -25,10 +34,13 @@ PRESETS: tuple[str, ...] = ("default", "vision", "transformer", "finetune", "gan
 MAX_TRIALS = 10_000
 MAX_STEPS_PER_TRIAL = 1_000_000
 MAX_POPULATION = 1024
+WORKLOAD_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity anywhere (JSON parsers accept `Infinity`, and `1e400` overflows to
+    # it): every float of a job is a finite number or refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -89,7 +101,7 @@ class SearchSpace(_Strict):
     """Narrowing of the search space. Every field left out keeps the preset's value.
 
     ``lr`` left out means: centred on the LR range test's suggestion.
-    ``weight_decay`` is searched log-uniformly; ``weight_decay_zero`` also allows exactly 0.
+    ``weight_decay`` is searched log-uniformly (coupled to lr), so its ``low`` must be > 0.
     """
 
     optimizers: list[OptimizerName] | None = Field(default=None, min_length=1)
@@ -136,7 +148,7 @@ class JobSpec(_Strict):
     """The body of ``POST /v1/jobs`` and the content of a job file."""
 
     name: str | None = Field(default=None, max_length=200)
-    workload: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+    workload: str = Field(min_length=1, max_length=100, pattern=WORKLOAD_NAME.pattern)
     preset: PresetName = "default"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     budget: Budget = Field(default_factory=Budget)
@@ -145,6 +157,27 @@ class JobSpec(_Strict):
     population: int = Field(default=1, ge=1, le=MAX_POPULATION, description="trials trained at once")
     grad_clip: float | None = Field(default=None, gt=0)
     lr_floor: float = Field(default=0.0, ge=0, lt=1, description="decay floor, a fraction of peak lr")
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _workload_name(cls, workload: Any) -> Any:
+        """Say why an import path or a file is refused, before the bare pattern error would."""
+        if isinstance(workload, str) and workload and not WORKLOAD_NAME.match(workload):
+            from tuner.workloads import names
+
+            raise ValueError(
+                f"{workload[:100]!r} is not a workload name: a job names an installed workload "
+                "(letters, digits, '_', '.', '-'), never an import path or a file; known "
+                f"workloads: {', '.join(names())}"
+            )
+        return workload
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str | None) -> str | None:
+        if name is not None and any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+            raise ValueError("name must not contain control characters (newline, tab, NUL...)")
+        return name
 
     @model_validator(mode="after")
     def _eval_fits(self) -> JobSpec:

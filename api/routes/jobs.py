@@ -85,7 +85,7 @@ def list_jobs(
     session: SessionDep,
     tenant: CurrentTenant,
     status: StatusFilter | None = None,
-    workload: Annotated[str | None, Query(max_length=100)] = None,
+    workload: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobsPublic:

@@ -115,6 +115,8 @@ def create_job_once(
 
 def get_job(s: Session, job_id: str, tenant: str | None = None) -> Job | None:
     """The job, or None where it does not exist or belongs to another tenant."""
+    if "\x00" in job_id:  # no id has one, and PostgreSQL refuses NUL in text parameters
+        return None
     stmt = select(Job).where(Job.id == job_id)
     if tenant is not None:
         stmt = stmt.where(Job.tenant == tenant)
