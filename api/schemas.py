@@ -132,7 +132,7 @@ class TrialPublic(BaseModel):
     worker_id: str | None
     device: str | None
     reason: str | None = Field(description="why a trial was pruned or failed")
-    role: str | None = Field(description="baseline or sweep_suggestion for the seeded trials")
+    role: str | None = Field(description="baseline, sweep_suggestion (the seeded trials) or search")
     datetime_start: datetime | None
     datetime_complete: datetime | None
 
