@@ -1,0 +1,148 @@
+"""``adamtune tune FILE``: sweep and search in this process, print the recommendation."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from tuner.spec import JobFileError, JobSpec, load_job_file, parse_job
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"adamtune tune: error: {message}", file=sys.stderr)
+    return code
+
+
+def _check_device(device: str) -> str | None:
+    """A message if ``device`` cannot be used here, else None."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a device; use cpu or cuda:N"
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":
+        return f"--device {device!r} is not supported; use cpu or cuda:N"
+    if not torch.cuda.is_available():
+        return f"--device {device!r}: no CUDA device is available here; use --device cpu"
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+    return None
+
+
+def _population_evaluator(spec: JobSpec) -> Any:
+    """The population trainer's batch evaluator, or None (one trial at a time)."""
+    if spec.population <= 1:
+        return None
+    try:
+        module = importlib.import_module("tuner.population")
+        return module.evaluate_population
+    except (ImportError, AttributeError):
+        print(
+            f"adamtune tune: population training (population={spec.population}) is not available "
+            "in this version; running trials one at a time",
+            file=sys.stderr,
+        )
+        return None
+
+
+class _ProgressPrinter:
+    """One line per event on stderr: phase, trial i/N, best so far."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, phase: str, done: int, total: int, best: float | None, message: str) -> None:
+        elapsed = time.monotonic() - self.start
+        best_s = f" best {best:.4g}" if best is not None else ""
+        if phase == "search":
+            line = f"[{elapsed:6.1f}s] search {done}/{total}{best_s} | {message}"
+        else:
+            line = f"[{elapsed:6.1f}s] {phase}{best_s} {message}".rstrip()
+        print(line, file=sys.stderr, flush=True)
+
+
+def format_recommendation(rec: dict[str, Any]) -> str:
+    """The recommendation as a short human-readable report."""
+    lines = [
+        f"Recommendation for {rec['workload']} ({'final' if rec['final'] else 'partial'}, "
+        f"trial {rec['trial_number']}, {rec['trial_role']}):",
+        f"  optimizer      {rec['optimizer']}" + ("  (amsgrad)" if rec["amsgrad"] else ""),
+        f"  lr             {rec['lr']:.4g}",
+        f"  betas          ({rec['betas'][0]:.4g}, {rec['betas'][1]:.6g})",
+        f"  eps            {rec['eps']:.3g}",
+        f"  weight_decay   {rec['weight_decay']:.4g}  (none on 1-D parameters)",
+        f"  schedule       {rec['schedule']}, {rec['warmup_steps']} warmup steps of {rec['total_steps']}",
+        f"  val loss       {rec['expected_objective']:.4g}",
+    ]
+    if rec["baseline_objective"] is not None:
+        gain = f", {100 * rec['improvement']:.1f}% lower" if rec["improvement"] is not None else ""
+        lines.append(f"  baseline       {rec['baseline_objective']:.4g}  (Adam, lr 1e-3{gain})")
+    if rec["lr_range"]:
+        r = rec["lr_range"]
+        lines.append(f"  LR range test  suggested {r['suggested']:.3g} in [{r['low']:.3g}, {r['high']:.3g}]")
+    band = rec["lr_band"]
+    lines.append(f"  robust lr band [{band['low']:.3g}, {band['high']:.3g}] ({band['n_trials']} trials within 1%)")
+    if rec["importances"]:
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(rec["importances"].items())[:4])
+        lines.append(f"  importances    {top}")
+    if rec["diagnostics"]:
+        groups = rec["diagnostics"].get("groups", {})
+        parts = ", ".join(f"{k} p50 {q['p50']:.3g}" for k, q in groups.items())
+        lines.append(f"  effective step {parts}  (|m|/sqrt(v), near 0: no longer moving)")
+    lines += ["", "PyTorch:", "", rec["snippet"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = load_job_file(args.file)
+        if args.population is not None:
+            spec = parse_job({**spec.model_dump(), "population": args.population})
+    except JobFileError as exc:
+        return _fail(str(exc))
+    from tuner.workloads import UnknownWorkloadError, get
+
+    try:
+        get(spec.workload)
+    except UnknownWorkloadError as exc:
+        return _fail(f"{args.file}: workload: {exc}")
+    problem = _check_device(args.device)
+    if problem:
+        return _fail(problem)
+    return _tune(spec, args)
+
+
+def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
+    import optuna
+
+    from tuner.recommend import NoCompletedTrialsError
+    from tuner.search import StudyConflictError, run_local_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = run_local_search(
+            spec, device=args.device, storage=args.storage, progress=_ProgressPrinter(),
+            evaluate_batch=_population_evaluator(spec),
+        )
+    except StudyConflictError as exc:
+        return _fail(str(exc))
+    except NoCompletedTrialsError:
+        return _fail("no trial completed: every trial failed or diverged; see the reasons above", 1)
+    rec = result.recommendation
+    if args.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        print(format_recommendation(rec))
+    return 0

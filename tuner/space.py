@@ -1,0 +1,148 @@
+"""The search space: DESIGN.md's defaults, narrowed by a preset, then by the job's ``search``.
+
+Resolution is a pure function of the job and the sweep's lr range, so every worker that
+resolves the same job builds identical Optuna distributions. Each layer replaces the ranges it
+names: a preset sets common-practice ranges, and whatever the job's ``search`` states wins.
+
+Parameterisation (what Optuna samples, and why):
+- ``lr``: log-uniform, by default the LR range test's ``[low, high]``.
+- ``one_minus_beta2``: log-uniform; beta2 = 1 - value (0.999 and 0.99 are a decade apart).
+- ``eps``: log-uniform.
+- ``wd_times_lr``: log-uniform; the weight decay is ``wd_times_lr / lr``. With AdamW the
+  fraction of each weight removed per step is ``lr * weight_decay``, so sampling the product
+  keeps the decay's strength independent of the lr. Its range is the weight-decay range
+  (``search.weight_decay``) multiplied by the reference lr (the sweep's suggestion).
+- ``warmup_fraction``: uniform; warmup steps = round(fraction * steps_per_trial).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tuner.spec import JobSpec, SearchSpace
+
+Interval = tuple[float, float]
+
+DEFAULT_LR: Interval = (1e-5, 1e-1)  # used when there is no sweep and the job names no lr range
+
+
+@dataclass(frozen=True)
+class ResolvedSpace:
+    """The ranges one job searches. ``lr_ref`` scales the weight-decay range (see module doc)."""
+
+    optimizers: tuple[str, ...] = ("adam", "adamw")
+    lr: Interval = DEFAULT_LR
+    beta1: Interval = (0.8, 0.99)
+    one_minus_beta2: Interval = (1e-4, 1e-1)
+    eps: Interval = (1e-10, 1e-6)
+    weight_decay: Interval = (1e-5, 1e-1)
+    warmup_fraction: Interval = (0.0, 0.2)
+    schedules: tuple[str, ...] = ("constant", "linear", "cosine")
+    amsgrad: bool = False
+    lr_ref: float = 1e-3
+
+    @property
+    def wd_times_lr(self) -> Interval:
+        return (self.weight_decay[0] * self.lr_ref, self.weight_decay[1] * self.lr_ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "optimizers": list(self.optimizers),
+            "lr": list(self.lr),
+            "beta1": list(self.beta1),
+            "one_minus_beta2": list(self.one_minus_beta2),
+            "eps": list(self.eps),
+            "weight_decay": list(self.weight_decay),
+            "warmup_fraction": list(self.warmup_fraction),
+            "schedules": list(self.schedules),
+            "amsgrad": self.amsgrad,
+            "lr_ref": self.lr_ref,
+        }
+
+
+# Common practice, as search-space overrides (same field names as the job's ``search``).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # CNNs/ViTs: beta2 between 0.98 and 0.999, decay to the end of training.
+    "vision": {
+        "beta1": (0.85, 0.95),
+        "one_minus_beta2": (1e-3, 2e-2),
+        "warmup_fraction": (0.0, 0.1),
+        "schedules": ("cosine", "linear"),
+    },
+    # Transformers: AdamW, beta2 near 0.98 (0.95..0.99), always some warmup.
+    "transformer": {
+        "optimizers": ("adamw",),
+        "beta1": (0.85, 0.95),
+        "one_minus_beta2": (1e-2, 5e-2),
+        "warmup_fraction": (0.02, 0.2),
+        "weight_decay": (1e-3, 3e-1),
+        "schedules": ("cosine", "linear"),
+    },
+    # Fine-tuning a pretrained model: small lr, AdamW, short warmup, linear decay.
+    "finetune": {
+        "optimizers": ("adamw",),
+        "lr": (1e-5, 1e-4),
+        "warmup_fraction": (0.02, 0.1),
+        "schedules": ("linear", "cosine"),
+    },
+    # GANs: low beta1 (DCGAN's 0.5, TTUR's 0.0), constant lr.
+    "gan": {
+        "beta1": (0.0, 0.6),
+        "one_minus_beta2": (1e-3, 1e-1),
+        "warmup_fraction": (0.0, 0.05),
+        "schedules": ("constant", "linear"),
+    },
+}
+
+
+def _from_search(search: SearchSpace) -> dict[str, Any]:
+    """The fields a job's ``search`` states, as ResolvedSpace overrides."""
+    out: dict[str, Any] = {}
+    for name in ("lr", "beta1", "one_minus_beta2", "eps", "weight_decay", "warmup_fraction"):
+        value = getattr(search, name)
+        if value is not None:
+            out[name] = (float(value.low), float(value.high))
+    if search.optimizers is not None:
+        out["optimizers"] = tuple(dict.fromkeys(search.optimizers))
+    if search.schedules is not None:
+        out["schedules"] = tuple(dict.fromkeys(search.schedules))
+    if search.amsgrad is not None:
+        out["amsgrad"] = bool(search.amsgrad)
+    return out
+
+
+def _geomean(interval: Interval) -> float:
+    return math.sqrt(interval[0] * interval[1])
+
+
+def resolve_space(spec: JobSpec, lr_range: dict[str, float] | None) -> ResolvedSpace:
+    """Defaults, then the sweep's lr range, then the preset, then the job's ``search``."""
+    space = ResolvedSpace()
+    if lr_range is not None:
+        space = replace(space, lr=(float(lr_range["low"]), float(lr_range["high"])))
+    space = replace(space, **PRESETS[spec.preset])
+    space = replace(space, **_from_search(spec.search))
+    suggested = float(lr_range["suggested"]) if lr_range is not None else None
+    inside = suggested is not None and space.lr[0] <= suggested <= space.lr[1]
+    return replace(space, lr_ref=suggested if inside else _geomean(space.lr))  # type: ignore[arg-type]
+
+
+def clamp(value: float, interval: Interval) -> float:
+    return min(max(value, interval[0]), interval[1])
+
+
+def sweep_suggestion_params(space: ResolvedSpace, lr: float) -> dict[str, Any]:
+    """The baseline's settings with the sweep's lr, moved inside the space: the second trial."""
+    return {
+        "optimizer": "adam" if "adam" in space.optimizers else space.optimizers[0],
+        "lr": clamp(lr, space.lr),
+        "beta1": clamp(0.9, space.beta1),
+        "one_minus_beta2": clamp(1e-3, space.one_minus_beta2),
+        "eps": clamp(1e-8, space.eps),
+        "wd_times_lr": space.wd_times_lr[0],
+        "warmup_fraction": space.warmup_fraction[0],
+        "schedule": "constant" if "constant" in space.schedules else space.schedules[0],
+    }

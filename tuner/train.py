@@ -1,0 +1,247 @@
+"""One trial: train a workload with one optimizer configuration, evaluate, detect divergence.
+
+The loop is deliberately plain (nanoGPT style): device and autocast are chosen once, the
+schedule is a ``LambdaLR`` over the pure functions of :mod:`tuner.schedules`, and every way a
+trial can end is a :class:`TrialResult` state, never an exception, except a cooperative stop
+(:class:`TrialInterrupted`) that lets a worker hand the trial back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tuner.optim import OptimConfig, build_optimizer, build_scheduler
+from tuner.workloads.base import Workload
+
+log = logging.getLogger(__name__)
+
+TrialState = Literal["complete", "pruned", "diverged", "failed"]
+
+DIVERGENCE_FACTOR = 10.0  # smoothed train loss above this multiple of its running minimum
+LOSS_SMOOTHING = 0.9  # EMA factor of the training loss used by the divergence test
+STOP_CHECK_EVERY = 5  # steps between two calls of should_stop()
+MAX_DIAGNOSTIC_ELEMENTS = 1_000_000  # larger groups are subsampled (evenly strided) for quantiles
+
+
+class TrialInterrupted(Exception):
+    """Raised when ``should_stop()`` returns True: the caller should hand the trial back."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"trial interrupted at step {step}")
+
+
+@dataclass
+class TrialResult:
+    """How one trial ended. ``value`` is the final validation loss of a complete trial."""
+
+    state: TrialState
+    value: float | None
+    reason: str | None
+    steps: int
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    diagnostics: dict[str, Any] | None = None
+
+
+class DivergenceMonitor:
+    """Flags a run whose loss is not finite or has blown up far above its best so far."""
+
+    def __init__(self, warmup_steps: int, factor: float = DIVERGENCE_FACTOR, beta: float = LOSS_SMOOTHING):
+        self.warmup_steps = warmup_steps
+        self.factor = factor
+        self.beta = beta
+        self._avg = 0.0
+        self._count = 0
+        self.best = math.inf
+
+    def update(self, step: int, loss: float) -> str | None:
+        """Feed the training loss of ``step``; return a reason if the run has diverged."""
+        if not math.isfinite(loss):
+            return f"non-finite training loss ({loss}) at step {step}"
+        self._count += 1
+        self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
+        smoothed = self._avg / (1.0 - self.beta**self._count)
+        self.best = min(self.best, smoothed)
+        if step >= self.warmup_steps and self.best > 0 and smoothed > self.factor * self.best:
+            return (
+                f"smoothed training loss {smoothed:.4g} exceeded {self.factor:g}x its minimum "
+                f"{self.best:.4g} at step {step}"
+            )
+        return None
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA only: CPU autocast is slower for these small models."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, workload: Workload, device: str | torch.device) -> float:
+    """Mean validation loss over the workload's validation batches, weighted by batch size."""
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for inputs, targets in workload.val_batches():
+            inputs, targets = inputs.to(dev), targets.to(dev)
+            with _autocast(dev):
+                loss = workload.loss(model(inputs), targets)
+            n = int(inputs.shape[0])
+            total += float(loss.float()) * n
+            count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError(f"workload {workload.name!r} has no validation batches")
+    return total / count
+
+
+def _quantiles(values: torch.Tensor) -> dict[str, float]:
+    flat = values.flatten().float()
+    if flat.numel() > MAX_DIAGNOSTIC_ELEMENTS:
+        stride = math.ceil(flat.numel() / MAX_DIAGNOSTIC_ELEMENTS)
+        flat = flat[::stride]
+    q = torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9], device=flat.device))
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
+
+
+def _effective_step(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> torch.Tensor | None:
+    """|m_hat| / (sqrt(v_hat) + eps) of one parameter, from Adam's state; None if it never stepped."""
+    if "exp_avg" not in state:
+        return None
+    beta1, beta2 = group["betas"]
+    t = float(state["step"])
+    if t <= 0:
+        return None
+    v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    m_hat = state["exp_avg"].float() / (1.0 - beta1**t)
+    v_hat = v.float() / (1.0 - beta2**t)
+    return (m_hat.abs() / (v_hat.sqrt() + group["eps"])).detach()
+
+
+def effective_step_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """p10/p50/p90 of the effective step size per parameter group and per top-level module.
+
+    A median far below 1 means Adam's first moment has averaged out: that layer has mostly
+    stopped moving (converged, or its gradient is noise); near 1 it is still learning.
+    """
+    module_of = {id(p): name.split(".", 1)[0] for name, p in model.named_parameters()}
+    by_group: dict[str, list[torch.Tensor]] = {}
+    by_module: dict[str, list[torch.Tensor]] = {}
+    for i, group in enumerate(optimizer.param_groups):
+        gname = str(group.get("name", f"group{i}"))
+        for p in group["params"]:
+            ratio = _effective_step(p, optimizer.state.get(p, {}), group)
+            if ratio is None:
+                continue
+            by_group.setdefault(gname, []).append(ratio.flatten())
+            by_module.setdefault(module_of.get(id(p), "?"), []).append(ratio.flatten())
+    return {
+        "groups": {k: _quantiles(torch.cat(v)) for k, v in by_group.items()},
+        "modules": {k: _quantiles(torch.cat(v)) for k, v in by_module.items()},
+    }
+
+
+@dataclass
+class _Loop:
+    """The mutable state of one run, so the steps can be short functions."""
+
+    workload: Workload
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+    grad_clip: float | None
+
+    def train_step(self) -> float:
+        inputs, targets = next(self.batches)
+        inputs, targets = inputs.to(self.device), targets.to(self.device)
+        with _autocast(self.device):
+            loss = self.workload.loss(self.model(inputs), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach().float())
+
+
+def run_trial(
+    workload: Workload,
+    cfg: OptimConfig,
+    *,
+    total_steps: int,
+    eval_every: int,
+    seed: int,
+    device: str | torch.device = "cpu",
+    grad_clip: float | None = None,
+    report: Callable[[int, float], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    collect_diagnostics: bool = True,
+) -> TrialResult:
+    """Train ``workload`` with ``cfg`` for ``total_steps`` steps and return how it ended.
+
+    ``report(step, val_loss)`` is called after each evaluation once warmup is over and returns
+    True to prune. Divergence and workload exceptions end the trial with a state and a reason;
+    only ``should_stop()`` returning True raises (:class:`TrialInterrupted`).
+    """
+    dev = torch.device(device)
+    try:
+        torch.manual_seed(seed)
+        model = workload.make_model(seed).to(dev)
+        model.train()
+        optimizer = build_optimizer(model, cfg)
+        loop = _Loop(
+            workload, model, optimizer, build_scheduler(optimizer, cfg, total_steps),
+            workload.train_batches(seed), dev, grad_clip,
+        )
+        return _run(loop, cfg, total_steps, eval_every, report, should_stop, collect_diagnostics)
+    except TrialInterrupted:
+        raise
+    except Exception as exc:  # a broken workload or config must not kill the worker
+        log.warning("trial failed: %r", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return TrialResult("failed", None, repr(exc), 0)
+
+
+def _run(
+    loop: _Loop,
+    cfg: OptimConfig,
+    total_steps: int,
+    eval_every: int,
+    report: Callable[[int, float], bool] | None,
+    should_stop: Callable[[], bool] | None,
+    collect_diagnostics: bool,
+) -> TrialResult:
+    monitor = DivergenceMonitor(cfg.warmup_steps)
+    curve: list[tuple[int, float]] = []
+    for step in range(total_steps):
+        if should_stop is not None and step % STOP_CHECK_EVERY == 0 and should_stop():
+            raise TrialInterrupted(step)
+        reason = monitor.update(step, loop.train_step())
+        if reason is not None:
+            return TrialResult("diverged", None, reason, step + 1, curve)
+        done = step + 1
+        if done % eval_every != 0 and done != total_steps:
+            continue
+        val = evaluate(loop.model, loop.workload, loop.device)
+        if not math.isfinite(val):
+            return TrialResult("diverged", None, f"non-finite validation loss at step {done}", done, curve)
+        curve.append((done, val))
+        prune = report is not None and done >= cfg.warmup_steps and report(done, val)
+        if prune and done < total_steps:  # the last evaluation is reported, never pruned
+            return TrialResult("pruned", val, f"pruned at step {done}", done, curve)
+    diagnostics = effective_step_diagnostics(loop.model, loop.optimizer) if collect_diagnostics else None
+    return TrialResult("complete", curve[-1][1], None, total_steps, curve, diagnostics)
