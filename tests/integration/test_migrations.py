@@ -75,3 +75,17 @@ def test_optuna_shares_the_database(migrated_url: str) -> None:
     assert {"alembic_version", ALEMBIC_VERSION_TABLE, "studies", "trials"} <= tables
     assert OUR_TABLES <= tables
     assert _diff(migrated_url) == []
+
+
+def test_downgrade_to_base_and_back(migrated_url: str) -> None:
+    from alembic import command
+
+    from tuner.db.engine import alembic_config
+
+    command.downgrade(alembic_config(migrated_url), "base")
+    engine = make_engine(migrated_url)
+    left = set(inspect(engine).get_table_names()) & OUR_TABLES
+    engine.dispose()
+    assert left == set()
+    upgrade(migrated_url)
+    assert _diff(migrated_url) == []
