@@ -85,7 +85,7 @@ def suggest_steepest(lrs: Sequence[float], smoothed: Sequence[float]) -> float |
 
 
 def suggest_valley(lrs: Sequence[float], smoothed: Sequence[float]) -> float | None:
-    """fastai's valley: two thirds of the way along the longest descending stretch of the curve."""
+    """fastai's valley: about half way along the longest descending stretch of the curve."""
     x, y = _finite_prefix(lrs, smoothed)
     n = len(y)
     if n < 3:
@@ -98,7 +98,7 @@ def suggest_valley(lrs: Sequence[float], smoothed: Sequence[float]) -> float | N
             lds[i] = int(lds[:i][higher].max()) + 1
         if lds[i] > lds[max_end]:
             max_end = i
-            max_start = max_end - int(lds[max_end])
+            max_start = max_end - int(lds[max_end]) + 1
     sections = (max_end - max_start) / 3
     idx = max(0, min(n - 1, max_start + int(sections) + int(sections / 2)))
     return float(x[idx])
