@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
@@ -16,6 +16,9 @@ from tuner.settings import Settings
 from tuner.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"model": JobPublic, "description": "replay of an idempotent request"}
+}
 StatusFilter = Literal["queued", "sweeping", "searching", "completed", "failed", "cancelled"]
 
 
@@ -49,8 +52,7 @@ def refuse_unservable(spec: JobSpec, settings: Settings) -> None:
     status_code=202,
     response_model=JobPublic,
     summary="Submit a tuning job",
-    responses={200: {"model": JobPublic, "description": "replay of an idempotent request"}}
-    | error_responses(400, 409, 413),
+    responses=error_responses(400, 409, 413) | REPLAYED,
 )
 def submit_job(
     spec: JobSpec,
