@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router())
     app.include_router(health.router)
-    app.include_router(plots.router, prefix=API_PREFIX)
+    app.include_router(
+        plots.router, prefix=API_PREFIX, responses=error_responses(401, 404, 500, 503)
+    )
     app.include_router(pages.router)
     metrics.install(app, app.state.session_factory, settings.grace_period)
     openapi.install(app, settings)

@@ -81,14 +81,16 @@ def _authorization_key(value: str) -> str:
 
 
 def key_of(headers: Mapping[str, str]) -> str | None:
-    """The key a request carries, or None; AuthError when the headers are malformed or
-    name two different keys."""
+    """The key a request carries, or None; AuthError when a key header is present but empty
+    or malformed, or two headers name different keys (fail closed: no guessing)."""
     found = set()
-    if headers.get("authorization"):
+    if "authorization" in headers:
         found.add(_authorization_key(headers["authorization"]))
-    if headers.get(API_KEY_HEADER.lower()):
-        found.add(headers[API_KEY_HEADER.lower()].strip())
-    found.discard("")
+    if API_KEY_HEADER.lower() in headers:
+        value = headers[API_KEY_HEADER.lower()].strip()
+        if not value:
+            raise AuthError(f"empty {API_KEY_HEADER} header; {SEND_KEY_HINT}")
+        found.add(value)
     if len(found) > 1:
         raise AuthError("two different keys sent (Authorization and X-API-Key); send only one")
     return found.pop() if found else None

@@ -194,6 +194,8 @@ def test_every_header_form_is_accepted(world: World) -> None:
         ({"Authorization": "Bearer "}, "empty Authorization header"),
         ({"Authorization": "Basic !!!"}, "malformed Basic credentials"),
         ({"Authorization": "Bearer a", "X-API-Key": "b"}, "send only one"),
+        ({"X-API-Key": " "}, "empty X-API-Key header"),
+        ({"Authorization": ""}, "empty Authorization header"),
     ],
 )
 def test_malformed_credentials_say_what_to_send(
