@@ -270,9 +270,14 @@ def run_local_search(
     progress: Progress | None = None,
     study_name: str | None = None,
     evaluate_batch: BatchEvaluator | None = None,
+    workload: Workload | None = None,
 ) -> LocalSearchResult:
-    """Sweep, then search until the budget is spent, in this process; resumes a stored study."""
-    workload = get_workload(spec.workload)
+    """Sweep, then search until the budget is spent, in this process; resumes a stored study.
+
+    ``workload`` defaults to the registry's ``spec.workload``; ``evaluate_batch`` (the
+    population trainer's) replaces :func:`evaluate_trials` for ``spec.population`` > 1.
+    """
+    workload = workload if workload is not None else get_workload(spec.workload)
     name = study_name or default_study_name(spec)
     names = optuna.study.get_all_study_names(storage) if storage is not None else []
     sweep = None

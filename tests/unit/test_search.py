@@ -1,0 +1,211 @@
+"""Search space, study creation (also racing on SQLite/PostgreSQL), trial evaluation, local search."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial, TrialState
+
+from test_train import LinearWorkload
+from tuner.recommend import NoCompletedTrialsError
+from tuner.search import (
+    ROLE_BASELINE,
+    ROLE_SWEEP,
+    StudyConflictError,
+    config_from_trial,
+    evaluate_trial,
+    evaluate_trials,
+    finished_trials,
+    make_pruner,
+    open_study,
+    run_local_search,
+    tell,
+)
+from tuner.space import DEFAULT_LR, ResolvedSpace, resolve_space
+from tuner.spec import JobSpec
+from tuner.workloads import get
+
+LR_RANGE = {"low": 1e-3, "suggested": 4e-3, "high": 3e-2}
+TINY = {
+    "workload": "regression_mlp",
+    "budget": {"trials": 5, "steps_per_trial": 30, "eval_every": 10},
+    "sweep": {"steps": 20},
+}
+
+
+def job(**overrides: object) -> JobSpec:
+    return JobSpec.model_validate({**TINY, **overrides})
+
+
+# ---------------------------------------------------------------- space
+
+
+def test_defaults_take_the_sweeps_lr_range() -> None:
+    space = resolve_space(job(), LR_RANGE)
+    assert space.lr == (1e-3, 3e-2) and space.lr_ref == 4e-3
+    assert space.optimizers == ("adam", "adamw") and space.schedules == ("constant", "linear", "cosine")
+    assert space.beta1 == (0.8, 0.99) and space.one_minus_beta2 == (1e-4, 1e-1)
+    assert space.eps == (1e-10, 1e-6) and space.warmup_fraction == (0.0, 0.2)
+    assert resolve_space(job(), LR_RANGE) == space  # deterministic: every worker builds the same
+
+
+def test_without_sweep_the_lr_range_is_the_default() -> None:
+    space = resolve_space(job(), None)
+    assert space.lr == DEFAULT_LR and space.lr_ref == pytest.approx(math.sqrt(DEFAULT_LR[0] * DEFAULT_LR[1]))
+
+
+def test_presets_narrow_the_space() -> None:
+    t = resolve_space(job(preset="transformer"), LR_RANGE)
+    assert t.optimizers == ("adamw",) and t.one_minus_beta2 == (0.01, 0.05) and t.warmup_fraction[0] >= 0.02
+    assert resolve_space(job(preset="finetune"), LR_RANGE).lr == (1e-5, 1e-4)
+    assert resolve_space(job(preset="gan"), LR_RANGE).beta1 == (0.0, 0.6)
+    assert set(resolve_space(job(preset="vision"), LR_RANGE).schedules) <= {"cosine", "linear"}
+
+
+def test_the_jobs_search_wins_over_the_preset() -> None:
+    spec = job(preset="transformer", search={"optimizers": ["adam", "adamw"], "lr": {"low": 1e-4, "high": 1e-2},
+                                            "amsgrad": True})
+    space = resolve_space(spec, LR_RANGE)
+    assert space.optimizers == ("adam", "adamw") and space.lr == (1e-4, 1e-2) and space.amsgrad
+    assert space.one_minus_beta2 == (0.01, 0.05)  # the preset's, not named by the job
+    assert space.lr_ref == 4e-3
+
+
+def test_config_from_trial_parameterisation() -> None:
+    space = ResolvedSpace(lr=(1e-4, 1e-1), lr_ref=1e-3)
+    params = {"optimizer": "adamw", "lr": 2e-3, "beta1": 0.9, "one_minus_beta2": 0.02, "eps": 1e-9,
+              "wd_times_lr": 1e-4, "warmup_fraction": 0.1, "schedule": "cosine"}
+    cfg = config_from_trial(FixedTrial(params), space, job(lr_floor=0.1))
+    assert cfg.optimizer == "adamw" and cfg.lr == 2e-3 and cfg.beta2 == pytest.approx(0.98)
+    assert cfg.weight_decay == pytest.approx(0.05)  # wd_times_lr / lr
+    assert cfg.warmup_steps == 3 and cfg.schedule == "cosine" and cfg.floor == 0.1
+
+
+def test_pruner_spans_the_trial() -> None:
+    pruner = make_pruner(job(budget={"trials": 5, "steps_per_trial": 900, "eval_every": 50}))
+    assert pruner._min_resource == 100 and pruner._max_resource == 900
+
+
+# ---------------------------------------------------------------- study and trials
+
+
+def test_open_study_enqueues_baseline_then_sweep_suggestion() -> None:
+    spec = job()
+    study = open_study(None, "s", spec, LR_RANGE, create=True)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.user_attrs["lr_range"] == LR_RANGE and study.user_attrs["spec"]["workload"] == "regression_mlp"
+    first, second = study.ask(), study.ask()
+    assert first.user_attrs["role"] == ROLE_BASELINE and first.params == {}
+    assert second.user_attrs["role"] == ROLE_SWEEP
+    space = resolve_space(spec, LR_RANGE)
+    cfg = config_from_trial(second, space, spec)
+    assert cfg.lr == 4e-3 and cfg.optimizer == "adam" and cfg.schedule == "constant"
+
+
+def test_racing_creators_enqueue_the_first_trials_once(db_url: str) -> None:
+    optuna.storages.RDBStorage(db_url)  # Optuna's tables exist before the race
+    spec = job()
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            open_study(db_url, "race", spec, LR_RANGE, create=True)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    trials = optuna.load_study(study_name="race", storage=db_url).trials
+    assert sorted(t.user_attrs["role"] for t in trials) == [ROLE_BASELINE, ROLE_SWEEP]
+
+
+class PruneEverything(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_baseline_is_never_pruned_and_search_trials_not_before_warmup() -> None:
+    spec = job(search={"warmup_fraction": {"low": 0.5, "high": 0.6}})
+    space = resolve_space(spec, LR_RANGE)
+    study = optuna.create_study(pruner=PruneEverything())
+    study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
+    w = get("regression_mlp")
+    for _ in range(2):
+        trial = study.ask()
+        tell(study, trial, evaluate_trial(trial, w, spec, space))
+    baseline, searched = study.trials
+    assert baseline.state == TrialState.COMPLETE and baseline.user_attrs["config"]["lr"] == 1e-3
+    assert searched.state == TrialState.PRUNED
+    assert min(searched.intermediate_values) >= searched.user_attrs["config"]["warmup_steps"]
+    assert "curve" in baseline.user_attrs and "diagnostics" in baseline.user_attrs
+
+
+def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
+    spec = job(search={"lr": {"low": 1e-3, "high": 1e-2}, "warmup_fraction": {"low": 0.0, "high": 0.01}})
+    space = resolve_space(spec, None)
+    study = optuna.create_study()
+    trial = study.ask()
+    outcome = evaluate_trial(trial, LinearWorkload(poison_at=3), spec, space)
+    tell(study, trial, outcome)
+    trial = study.ask()
+    tell(study, trial, evaluate_trial(trial, LinearWorkload(broken=True), spec, space))
+    diverged, failed = study.trials
+    assert outcome.state == TrialState.PRUNED and outcome.reason
+    assert diverged.state == TrialState.PRUNED and "non-finite" in diverged.user_attrs["reason"]
+    assert diverged.user_attrs["outcome"] == "diverged"
+    assert failed.state == TrialState.FAIL and "model factory exploded" in failed.user_attrs["reason"]
+    assert finished_trials(study) == 1
+
+
+# ---------------------------------------------------------------- local search
+
+
+def test_local_search_spends_the_budget_and_is_reproducible() -> None:
+    spec = job()
+    first = run_local_search(spec)
+    assert finished_trials(first.study) == spec.budget.trials
+    assert first.sweep is not None and first.study.user_attrs["sweep"]["lr_range"] == first.sweep.lr_range
+    roles = [t.user_attrs["role"] for t in first.study.trials[:2]]
+    assert roles == [ROLE_BASELINE, ROLE_SWEEP]
+    second = run_local_search(spec)
+    assert second.recommendation == first.recommendation
+    assert [t.params for t in second.study.trials] == [t.params for t in first.study.trials]
+
+
+def test_local_search_resumes_a_stored_study_and_refuses_another_job(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = job(budget={"trials": 3, "steps_per_trial": 20, "eval_every": 10})
+    run_local_search(spec, storage=url)
+    again = run_local_search(spec, storage=url)  # budget already spent: nothing new runs
+    assert len(again.study.trials) == 3 and again.sweep is not None
+    other = job(budget={"trials": 4, "steps_per_trial": 20, "eval_every": 10})
+    with pytest.raises(StudyConflictError, match="different job"):
+        run_local_search(other, storage=url)
+
+
+def test_population_seam_gets_batches_of_trials() -> None:
+    sizes: list[int] = []
+
+    def batch(trials, workload, spec, space, *, device="cpu", should_stop=None):  # type: ignore[no-untyped-def]
+        sizes.append(len(trials))
+        return evaluate_trials(trials, workload, spec, space, device=device, should_stop=should_stop)
+
+    spec = job(population=2, sweep={"enabled": False})
+    run_local_search(spec, evaluate_batch=batch)
+    assert sizes == [2, 2, 1]
+
+
+def test_a_workload_that_always_fails_stops_the_search() -> None:
+    spec = job(sweep={"enabled": False}, budget={"trials": 3, "steps_per_trial": 10, "eval_every": 5})
+    progress: list[tuple[str, str]] = []
+    with pytest.raises(NoCompletedTrialsError):
+        run_local_search(spec, workload=LinearWorkload(broken=True),
+                         progress=lambda phase, done, total, best, msg: progress.append((phase, msg)))
+    assert len(progress) == 3 and all("fail" in msg for _, msg in progress)
