@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 
 from api import auth, errors, metrics, openapi
-from api.deps import get_tenant
+from api.dashboard import DashboardDispatch
+from api.deps import get_tenant, optuna_storage_of
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.routes import health, jobs, pages, plots, results, workers, workloads
 from api.schemas import error_responses
@@ -66,6 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.optuna_storage = None
     errors.install(app)
+    if settings.dashboard:  # inside the auth middleware: the dashboard needs a key too
+        app.add_middleware(
+            DashboardDispatch,
+            storage_factory=lambda: optuna_storage_of(app),
+            session_factory=app.state.session_factory,
+        )
     auth.install(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -62,13 +62,17 @@ def get_tenant(
 CurrentTenant = Annotated[str, Depends(get_tenant)]
 
 
-def get_optuna_storage(request: Request) -> Any:
-    """Optuna's storage on the same database, opened once per app on first use."""
-    state = request.app.state
+def optuna_storage_of(app: Any) -> Any:
+    """Optuna's storage on the app's database, opened once per app on first use."""
+    state = app.state
     with _storage_lock:
         if getattr(state, "optuna_storage", None) is None:
             state.optuna_storage = optuna_storage(state.settings.database_url)
     return state.optuna_storage
+
+
+def get_optuna_storage(request: Request) -> Any:
+    return optuna_storage_of(request.app)
 
 
 OptunaStorageDep = Annotated[Any, Depends(get_optuna_storage)]
