@@ -58,10 +58,15 @@ def test_dashboard_needs_a_key_and_shows_only_the_tenants_studies(
         assert client.get(f"/api/studies/{bob_id}", headers=auth).status_code == 404
 
 
-def test_dashboard_is_read_only(migrated_url: str, two_tenants: dict[str, tuple[str, str, str]]) -> None:
+def test_dashboard_is_read_only(
+    migrated_url: str, two_tenants: dict[str, tuple[str, str, str]]
+) -> None:
     key = two_tenants["alice"][0]
     with TestClient(create_app(Settings(database_url=migrated_url))) as client:
-        r = client.post("/api/studies", json={"study_name": "x", "directions": ["minimize"]},
-                        headers={"X-API-Key": key})
+        r = client.post(
+            "/api/studies",
+            json={"study_name": "x", "directions": ["minimize"]},
+            headers={"X-API-Key": key},
+        )
         assert r.status_code == 405
         assert "read-only" in r.json()["detail"]
