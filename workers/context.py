@@ -31,6 +31,8 @@ class JobContext:
     space: Any  # tuner.space.ResolvedSpace
     sweep: dict[str, Any] | None
     total: int
+    partial_best: int | None = None  # best trial number of the last partial recommendation
+    partial_at: float = 0.0  # time.monotonic() when this worker last wrote one
 
     @property
     def lr_range(self) -> dict[str, float] | None:
@@ -104,6 +106,10 @@ class ContextCache:
             ctx = load_context(self.runtime, job)
             self._contexts[job.id] = ctx
         return ctx
+
+    def put(self, ctx: JobContext) -> None:
+        """Preload a context (a benchmark's in-process workload, say)."""
+        self._contexts[ctx.job_id] = ctx
 
     def peek(self, job_id: str) -> JobContext | None:
         """The context if already loaded (the heartbeat thread never loads one)."""

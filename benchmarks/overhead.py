@@ -1,0 +1,359 @@
+"""Control-plane overhead of adamtune's workers against plain Optuna, and API latency.
+
+1. Per-trial overhead. The same trivial workload (a 4-to-1 linear model, a few steps), the
+   same sampler, pruner and search space, the same database, three ways:
+     - in memory: ``study.optimize`` on Optuna's InMemoryStorage (the cost of the trial
+       itself: sampling and training, no database);
+     - Optuna: ``study.optimize`` on an RDBStorage of the database;
+     - adamtune: the real worker loop (``Worker.step``: claim query, search lock, stale
+       check, budget count, ask, heartbeats, tell, progress and partial recommendation).
+   Overhead per trial = time per trial - the in-memory time per trial; the ratio is
+   adamtune's overhead divided by Optuna's (goal: <= 1.0).
+2. API latency: ``GET /v1/jobs/{id}`` from 50 concurrent clients on loopback against a real
+   ``adamtune api`` process, bounded by a request count and a time limit; p50 and p99.
+
+Both on SQLite and on PostgreSQL (``ADAMTUNE_BENCH_POSTGRES_URL``, default the test server;
+skipped with a note when unreachable).
+
+    python benchmarks/overhead.py            # 3 rounds of 60 trials, 3000 requests per backend
+    python benchmarks/overhead.py --quick    # 1 round of 20 trials, 500 requests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok  # noqa: E402
+from tuner import recommend, search  # noqa: E402
+from tuner.db import claims, jobs  # noqa: E402
+from tuner.db.engine import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
+from tuner.settings import Settings  # noqa: E402
+from tuner.space import resolve_space  # noqa: E402
+from tuner.spec import JobSpec, parse_job  # noqa: E402
+from workers.context import JobContext, open_or_create_study  # noqa: E402
+from workers.runtime import Identity, Runtime, quiet_optuna_warnings  # noqa: E402
+from workers.worker import WORKED, Worker  # noqa: E402
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CLIENTS = 50
+POLL_INTERVAL_S = 0.5  # each polling client asks twice a second: 100 requests/s in all
+REQUEST_TIME_LIMIT_S = 60.0
+
+
+class TrivialWorkload:
+    """A 4-to-1 linear regression: a trial costs about a millisecond of training."""
+
+    name = "trivial"
+    description = "linear regression 4 -> 1 (benchmarks only)"
+    vmappable = True
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(64, 4, generator=gen)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def make_model(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Linear(4, 1)
+
+    def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield self.x, self.y
+
+    def val_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(self.x, self.y)]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs, targets)
+
+
+def bench_spec(trials: int) -> JobSpec:
+    return parse_job({
+        "workload": "regression_mlp",  # a registered name; the benchmark trains TrivialWorkload
+        "budget": {"trials": trials, "steps_per_trial": 10, "eval_every": 10},
+        "sweep": {"enabled": False},
+    })
+
+
+# ------------------------------------------------------------------ databases
+
+
+@contextmanager
+def sqlite_database() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="adamtune-bench-") as tmp:
+        yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh database on the server, dropped afterwards."""
+    server = make_url(server_url)
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = f"adamtune_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# ------------------------------------------------------------------ per-trial overhead
+
+
+def objective_for(spec: JobSpec, workload: TrivialWorkload) -> Any:
+    space = resolve_space(spec, None)
+
+    def objective(trial: optuna.Trial) -> float:
+        outcome = search.evaluate_trial(trial, workload, spec, space)  # type: ignore[arg-type]
+        if outcome.state == optuna.trial.TrialState.PRUNED:
+            raise optuna.TrialPruned(outcome.reason)
+        return float(outcome.value)  # type: ignore[arg-type]
+
+    return objective
+
+
+def time_optimize(storage: Any, spec: JobSpec, name: str) -> float:
+    """Seconds per trial of plain ``study.optimize`` (same sampler, pruner, first trials)."""
+    study = search.open_study(storage, name, spec, None, create=True)
+    objective = objective_for(spec, TrivialWorkload())
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=spec.budget.trials)
+    return (time.perf_counter() - start) / spec.budget.trials
+
+
+def time_worker(url: str, spec: JobSpec) -> float:
+    """Seconds per trial of adamtune's worker loop on a job of ``spec`` (sweep disabled)."""
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    with transaction(sessions) as s:
+        job = jobs.create_job(s, spec=spec)
+    settings = Settings(database_url=url, heartbeat_interval=10, grace_period=30)
+    runtime = Runtime.open(settings, Identity(worker_id="bench", device="cpu"))
+    with transaction(sessions) as s:
+        claimed = claims.claim_sweep(s, "bench", ["regression_mlp"], 60)
+        assert claimed is not None and claimed.id == job.id
+    study = open_or_create_study(runtime, job.study_name, spec, None)
+    with transaction(sessions) as s:
+        assert claims.finish_sweep(s, job.id, "bench")
+    worker = Worker(runtime)
+    worker.cache.put(JobContext(job.id, job.study_name, spec, TrivialWorkload(), study,  # type: ignore[arg-type]
+                                resolve_space(spec, None), None, spec.budget.trials))
+    worker.heartbeat.start()
+    start = time.perf_counter()
+    while worker.step() == WORKED:
+        pass
+    elapsed = time.perf_counter() - start
+    worker.heartbeat.stop()
+    with transaction(sessions) as s:
+        status = claims.job_status(s, job.id)
+    runtime.close()
+    engine.dispose()
+    if status != "completed":
+        raise RuntimeError(f"the benchmark job ended {status}, not completed")
+    return elapsed / spec.budget.trials
+
+
+def warm_up(spec: JobSpec) -> None:
+    """Import and exercise once what both sides use (torch, TPE, importances), untimed."""
+    small = bench_spec(6)
+    study = search.open_study(optuna.storages.InMemoryStorage(), "warm-up", small, None,
+                              create=True)
+    study.optimize(objective_for(small, TrivialWorkload()), n_trials=small.budget.trials)
+    recommend.build_recommendation(study.get_trials(), spec=small, sweep=None, final=True)
+
+
+def overhead(url: str, trials: int, repeat: int) -> dict[str, float]:
+    """Medians over ``repeat`` rounds, the three ways interleaved so load drifts hit all."""
+    spec = bench_spec(trials)
+    warm_up(spec)
+    rounds: dict[str, list[float]] = {"in_memory": [], "optuna": [], "adamtune": []}
+    for n in range(repeat):
+        memory = optuna.storages.InMemoryStorage()
+        rounds["in_memory"].append(time_optimize(memory, spec, f"in-memory-{n}"))
+        rounds["optuna"].append(time_optimize(url, spec, f"plain-optuna-{n}"))
+        rounds["adamtune"].append(time_worker(url, spec))
+    in_memory, plain, ours = (statistics.median(rounds[k]) for k in rounds)
+    optuna_overhead = plain - in_memory
+    ours_overhead = ours - in_memory
+    return {
+        "trials": trials,
+        "repeat": repeat,
+        "in_memory_ms": 1000 * in_memory,
+        "optuna_ms": 1000 * plain,
+        "adamtune_ms": 1000 * ours,
+        "optuna_overhead_ms": 1000 * optuna_overhead,
+        "adamtune_overhead_ms": 1000 * ours_overhead,
+        "ratio": ours_overhead / optuna_overhead if optuna_overhead > 0 else float("inf"),
+    }
+
+
+# ------------------------------------------------------------------ API latency
+
+
+async def _clients(
+    url: str, requests: int, clients: int, limit_s: float, interval: float | None
+) -> list[float]:
+    """``clients`` concurrent clients GET ``url`` until ``requests`` are done or time is up.
+
+    ``interval`` None: each client sends its next request as soon as the last one is answered
+    (saturation: latency = queueing). Otherwise each polls once per ``interval`` seconds,
+    staggered, as clients waiting for their jobs do.
+    """
+    latencies: list[float] = []
+    deadline = time.perf_counter() + limit_s
+    remaining = [requests]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as http:
+
+        async def client(index: int) -> None:
+            if interval is not None:
+                await asyncio.sleep(interval * index / clients)
+            while remaining[0] > 0 and time.perf_counter() < deadline:
+                remaining[0] -= 1
+                start = time.perf_counter()
+                response = await http.get(url)
+                latencies.append(time.perf_counter() - start)
+                response.raise_for_status()
+                if interval is not None:
+                    await asyncio.sleep(max(0.0, start + interval - time.perf_counter()))
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies
+
+
+def _summary(latencies: list[float], wall: float) -> dict[str, float]:
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"requests": len(latencies), "p50_ms": 1000 * cuts[49], "p99_ms": 1000 * cuts[98],
+            "requests_per_s": len(latencies) / wall}
+
+
+def api_latency(url: str, requests: int) -> dict[str, dict[str, float]]:
+    """p50/p99 of GET /v1/jobs/{id} from 50 clients against a real ``adamtune api`` process."""
+    upgrade(url)
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as s:
+        job_id = jobs.create_job(s, spec=bench_spec(10)).id
+    engine.dispose()
+    port = free_port()
+    env = {"ADAMTUNE_DATABASE_URL": url, "ADAMTUNE_AUTH": "disabled",
+           "ADAMTUNE_LOG_LEVEL": "WARNING"}
+    results = {}
+    with Children(env=env, log_dir=Path(tempfile.mkdtemp(prefix="adamtune-bench-api-"))) as kids:
+        api = kids.start("api", adamtune_command("api", "--port", str(port)))
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{base}/healthz", 60, [api])
+        target = f"{base}/v1/jobs/{job_id}"
+        asyncio.run(_clients(target, CLIENTS, CLIENTS, REQUEST_TIME_LIMIT_S, None))  # warm-up
+        for name, interval in (("polling", POLL_INTERVAL_S), ("saturated", None)):
+            start = time.perf_counter()
+            latencies = asyncio.run(
+                _clients(target, requests, CLIENTS, REQUEST_TIME_LIMIT_S, interval)
+            )
+            results[name] = _summary(latencies, time.perf_counter() - start)
+    return results
+
+
+# ------------------------------------------------------------------ report
+
+
+def run_backend(name: str, trials: int, requests: int, repeat: int) -> dict[str, Any]:
+    """Both measurements on a backend, each on a fresh database."""
+    with _fresh(name) as url:
+        result: dict[str, Any] = {"backend": name, **overhead(url, trials, repeat)}
+    with _fresh(name) as url:
+        result["api"] = api_latency(url, requests)
+    return result
+
+
+def _fresh(name: str) -> Any:
+    return sqlite_database() if name == "sqlite" else postgres_database(_postgres_url())
+
+
+def _postgres_url() -> str:
+    return os.environ.get("ADAMTUNE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print("\nper-trial control-plane overhead (trivial workload, ms per trial, median of rounds)")
+    print(f"{'backend':10s} {'trials':>6s} {'in memory':>9s} {'optuna':>9s} {'adamtune':>9s} "
+          f"{'overhead ratio':>14s}")
+    for r in results:
+        print(f"{r['backend']:10s} {r['trials']:6d} {r['in_memory_ms']:9.1f} "
+              f"{r['optuna_ms']:9.1f} {r['adamtune_ms']:9.1f} {r['ratio']:14.2f}")
+    print("overhead ratio = (adamtune - in memory) / (optuna - in memory); goal <= 1.0")
+    print(f"\nGET /v1/jobs/{{id}}, {CLIENTS} concurrent clients on loopback")
+    print(f"{'backend':10s} {'clients':22s} {'requests':>8s} {'req/s':>7s} {'p50 ms':>7s} "
+          f"{'p99 ms':>7s}")
+    for r in results:
+        for mode, a in r["api"].items():
+            label = f"polling every {POLL_INTERVAL_S:g}s" if mode == "polling" else "back to back"
+            print(f"{r['backend']:10s} {label:22s} {a['requests']:8d} {a['requests_per_s']:7.0f} "
+                  f"{a['p50_ms']:7.1f} {a['p99_ms']:7.1f}")
+    print("goal: p99 < 50 ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 trials, 500 requests")
+    parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=None, help="rounds (median); default 3")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    trials = args.trials or (20 if args.quick else 60)
+    requests = args.requests or (500 if args.quick else 3000)
+    repeat = args.repeat or (1 if args.quick else 3)
+    logging.basicConfig(level=logging.WARNING)
+    quiet_optuna_warnings()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)
+
+    results = []
+    for name in ("sqlite", "postgres"):
+        if args.backend not in (name, "both"):
+            continue
+        try:
+            results.append(run_backend(name, trials, requests, repeat))
+        except Exception as exc:  # an unreachable PostgreSQL must not hide the SQLite figures
+            if name != "postgres":
+                raise
+            print(f"note: PostgreSQL skipped ({str(exc).splitlines()[0]}); "
+                  f"set ADAMTUNE_BENCH_POSTGRES_URL", file=sys.stderr)
+    print_table(results)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
