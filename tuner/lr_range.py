@@ -54,7 +54,9 @@ class SweepResult:
             lrs=[float(x) for x in data["lrs"]],
             losses=[float(x) for x in data["losses"]],
             smoothed=[float(x) for x in data["smoothed"]],
-            suggestions={k: (None if v is None else float(v)) for k, v in data["suggestions"].items()},
+            suggestions={
+                k: (None if v is None else float(v)) for k, v in data["suggestions"].items()
+            },
             lr_range={k: float(v) for k, v in data["lr_range"].items()},
             stop_reason=str(data["stop_reason"]),
             spec=dict(data.get("spec") or {}),
@@ -64,7 +66,9 @@ class SweepResult:
 # ---------------------------------------------------------------- suggestions (pure functions)
 
 
-def _finite_prefix(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _finite_prefix(
+    lrs: Sequence[float], smoothed: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """The curve up to its first non-finite point."""
     y = np.asarray(smoothed, dtype=float)
     bad = np.flatnonzero(~np.isfinite(y))
@@ -113,7 +117,7 @@ def suggest_min_div10(lrs: Sequence[float], smoothed: Sequence[float]) -> float 
 
 
 def find_divergence(lrs: Sequence[float], smoothed: Sequence[float], factor: float) -> float | None:
-    """The first lr whose smoothed loss is not finite or exceeds ``factor`` times the minimum so far."""
+    """The first lr whose smoothed loss is not finite or exceeds ``factor`` x its minimum so far."""
     best = math.inf
     for lr, loss in zip(lrs, smoothed, strict=False):
         if not math.isfinite(loss):
@@ -148,7 +152,9 @@ def search_range(suggestions: dict[str, float | None]) -> dict[str, float]:
     return {"low": float(low), "suggested": float(suggested), "high": float(high)}
 
 
-def suggest(lrs: Sequence[float], smoothed: Sequence[float], factor: float) -> dict[str, float | None]:
+def suggest(
+    lrs: Sequence[float], smoothed: Sequence[float], factor: float
+) -> dict[str, float | None]:
     return {
         "steepest": suggest_steepest(lrs, smoothed),
         "valley": suggest_valley(lrs, smoothed),
@@ -176,9 +182,13 @@ class _Snapshot:
     @classmethod
     def take(cls, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> _Snapshot:
         return cls(
-            model_state={k: v.detach().clone() for k, v in model.state_dict(keep_vars=False).items()},
+            model_state={
+                k: v.detach().clone() for k, v in model.state_dict(keep_vars=False).items()
+            },
             grads=[None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
-            optimizer_state=copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
+            optimizer_state=copy.deepcopy(optimizer.state_dict())
+            if optimizer is not None
+            else None,
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             numpy_rng=np.random.get_state(),
@@ -207,7 +217,11 @@ def ramp(spec: SweepSpec) -> list[float]:
 
 
 def _sweep(
-    workload: Workload, model: nn.Module, optimizer: torch.optim.Optimizer, seed: int, device: torch.device,
+    workload: Workload,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    seed: int,
+    device: torch.device,
     spec: SweepSpec,
 ) -> tuple[list[float], list[float], list[float], str]:
     lrs, losses, smoothed = [], [], []
@@ -232,7 +246,12 @@ def _sweep(
             return lrs, losses, smoothed, f"non-finite loss at lr {lr:.3g}"
         best = min(best, smooth)
         if smooth > spec.divergence_factor * best:
-            return lrs, losses, smoothed, f"loss exceeded {spec.divergence_factor:g}x its minimum at lr {lr:.3g}"
+            return (
+                lrs,
+                losses,
+                smoothed,
+                f"loss exceeded {spec.divergence_factor:g}x its minimum at lr {lr:.3g}",
+            )
     return lrs, losses, smoothed, "reached lr_max"
 
 
@@ -256,7 +275,9 @@ def run_lr_range_test(
         torch.manual_seed(seed)
         model = workload.make_model(seed).to(dev)
     snapshot = _Snapshot.take(model, optimizer)
-    opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=spec.lr_min)
+    opt = (
+        optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=spec.lr_min)
+    )
     saved_lrs = [g["lr"] for g in opt.param_groups]
     try:
         lrs, losses, smoothed, stop = _sweep(workload, model, opt, seed, dev, spec)
@@ -268,6 +289,11 @@ def run_lr_range_test(
     result = SweepResult(
         lrs, losses, smoothed, suggestions, search_range(suggestions), stop, spec.model_dump()
     )
-    log.info("lr range test: %s; suggested lr %.3g in [%.3g, %.3g]", stop, result.lr_range["suggested"],
-             result.lr_range["low"], result.lr_range["high"])
+    log.info(
+        "lr range test: %s; suggested lr %.3g in [%.3g, %.3g]",
+        stop,
+        result.lr_range["suggested"],
+        result.lr_range["low"],
+        result.lr_range["high"],
+    )
     return result

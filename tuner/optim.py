@@ -42,7 +42,8 @@ class OptimConfig:
 
 def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool = False) -> list[dict[str, Any]]:
     """Two groups: matrices (decayed) and 1-D parameters (biases, norm weights: not decayed)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if not p.requires_grad:
             continue

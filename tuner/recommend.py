@@ -37,7 +37,8 @@ class NoCompletedTrialsError(LookupError):
 
 def _completed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [
-        t for t in trials
+        t
+        for t in trials
         if t.state == TrialState.COMPLETE and t.value is not None and "config" in t.user_attrs
     ]
 
@@ -57,7 +58,11 @@ def baseline_objective(trials: Sequence[FrozenTrial]) -> float | None:
 def lr_band(completed: Sequence[FrozenTrial], best: float) -> dict[str, Any]:
     """The lr span of the trials within 1% of the best loss: a wide band means a forgiving lr."""
     limit = best + LR_BAND_TOLERANCE * abs(best)
-    lrs = [float(t.user_attrs["config"]["lr"]) for t in completed if t.value is not None and t.value <= limit]
+    lrs = [
+        float(t.user_attrs["config"]["lr"])
+        for t in completed
+        if t.value is not None and t.value <= limit
+    ]
     return {"low": min(lrs), "high": max(lrs), "n_trials": len(lrs)}
 
 
@@ -68,8 +73,10 @@ def importances(completed: Sequence[FrozenTrial]) -> dict[str, float]:
         return {}
     common = set.intersection(*(set(t.params) for t in searched))
     varied = sorted(
-        name for name in common
-        if not searched[0].distributions[name].single() and len({t.params[name] for t in searched}) > 1
+        name
+        for name in common
+        if not searched[0].distributions[name].single()
+        and len({t.params[name] for t in searched}) > 1
     )
     if not varied:
         return {}

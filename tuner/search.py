@@ -99,13 +99,26 @@ def open_study(
     sampler = make_sampler(spec.seed, n_startup_trials=startup_trials(spec))
     pruner = make_pruner(spec)
     if not create:
-        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        if storage is None:
+            raise ValueError(
+                "loading a study needs a storage; an in-memory study can only be created"
+            )
+        return optuna.load_study(
+            study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+        )
     try:
         study = optuna.create_study(
-            storage=storage, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner
+            storage=storage,
+            study_name=study_name,
+            direction="minimize",
+            sampler=sampler,
+            pruner=pruner,
         )
     except optuna.exceptions.DuplicatedStudyError:
-        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        assert storage is not None  # only a shared storage can hold a study already
+        return optuna.load_study(
+            study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+        )
     space = resolve_space(spec, lr_range)
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("lr_range", lr_range)
@@ -149,7 +162,9 @@ def config_from_trial(trial: optuna.Trial, space: ResolvedSpace, spec: JobSpec) 
     )
 
 
-def trial_config(trial: optuna.Trial, space: ResolvedSpace, spec: JobSpec) -> tuple[str, OptimConfig]:
+def trial_config(
+    trial: optuna.Trial, space: ResolvedSpace, spec: JobSpec
+) -> tuple[str, OptimConfig]:
     """The trial's role and configuration; records both in the trial's user attrs."""
     role = str(trial.user_attrs.get("role", ROLE_SEARCH))
     cfg = OptimConfig.baseline() if role == ROLE_BASELINE else config_from_trial(trial, space, spec)
@@ -197,10 +212,15 @@ def evaluate_trial(
         return role != ROLE_BASELINE and trial.should_prune()
 
     result = run_trial(
-        workload, cfg,
-        total_steps=spec.budget.steps_per_trial, eval_every=spec.budget.eval_every,
-        seed=spec.seed, device=device, grad_clip=spec.grad_clip,
-        report=report, should_stop=should_stop,
+        workload,
+        cfg,
+        total_steps=spec.budget.steps_per_trial,
+        eval_every=spec.budget.eval_every,
+        seed=spec.seed,
+        device=device,
+        grad_clip=spec.grad_clip,
+        report=report,
+        should_stop=should_stop,
     )
     record_result(trial, result)
     return outcome_of(result)
@@ -217,11 +237,14 @@ def evaluate_trials(
 ) -> list[TrialOutcome]:
     """Evaluate several asked trials, one after the other. The population trainer provides a
     drop-in replacement with this signature that trains them at once."""
-    return [evaluate_trial(t, workload, spec, space, device=device, should_stop=should_stop) for t in trials]
+    return [
+        evaluate_trial(t, workload, spec, space, device=device, should_stop=should_stop)
+        for t in trials
+    ]
 
 
 def tell(study: optuna.Study, trial: optuna.Trial | int, outcome: TrialOutcome) -> None:
-    """Finish the trial in the study (a no-op if something, e.g. a stale-trial sweep, already did)."""
+    """Finish the trial in the study (a no-op if e.g. a stale-trial sweep already did)."""
     values = outcome.value if outcome.state == TrialState.COMPLETE else None
     study.tell(trial, values, state=outcome.state, skip_if_finished=True)
 
@@ -297,15 +320,25 @@ def run_local_search(
     evaluate = evaluate_batch or evaluate_trials
     _search_loop(study, workload, spec, space, evaluate, device, progress)
     rec = build_recommendation(
-        study.get_trials(deepcopy=False), spec=spec, sweep=sweep.to_dict() if sweep else None, final=True
+        study.get_trials(deepcopy=False),
+        spec=spec,
+        sweep=sweep.to_dict() if sweep else None,
+        final=True,
     )
-    _notify(progress, "done", finished_trials(study), spec.budget.trials, rec["expected_objective"], "")
+    _notify(
+        progress, "done", finished_trials(study), spec.budget.trials, rec["expected_objective"], ""
+    )
     return LocalSearchResult(study, sweep, space, rec)
 
 
 def _search_loop(
-    study: optuna.Study, workload: Workload, spec: JobSpec, space: ResolvedSpace,
-    evaluate: BatchEvaluator, device: str | torch.device, progress: Progress | None,
+    study: optuna.Study,
+    workload: Workload,
+    spec: JobSpec,
+    space: ResolvedSpace,
+    evaluate: BatchEvaluator,
+    device: str | torch.device,
+    progress: Progress | None,
 ) -> None:
     budget = spec.budget.trials
     while True:
@@ -328,6 +361,8 @@ def _search_loop(
             _notify(progress, "search", finished_trials(study), budget, _best_value(study), detail)
 
 
-def _notify(progress: Progress | None, phase: str, done: int, total: int, best: float | None, msg: str) -> None:
+def _notify(
+    progress: Progress | None, phase: str, done: int, total: int, best: float | None, msg: str
+) -> None:
     if progress is not None:
         progress(phase, done, total, best, msg)

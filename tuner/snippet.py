@@ -57,7 +57,8 @@ _PROGRESS = """\
 _DECAY = {
     "constant": "    return 1.0\n",
     "linear": _PROGRESS + "    return FLOOR + (1.0 - FLOOR) * (1.0 - progress)\n",
-    "cosine": _PROGRESS + "    return FLOOR + (1.0 - FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))\n",
+    "cosine": _PROGRESS
+    + "    return FLOOR + (1.0 - FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))\n",
 }
 
 _CLASSES = {"adam": "Adam", "adamw": "AdamW"}
@@ -73,7 +74,8 @@ def render_snippet(rec: dict[str, Any]) -> str:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'adamw'")
     beta1, beta2 = (float(b) for b in rec["betas"])
     summary = (
-        f"{optimizer}, lr {float(rec['lr']):.3g}, {schedule} decay after {int(rec['warmup_steps'])} "
+        f"{optimizer}, lr {float(rec['lr']):.3g}, {schedule} decay "
+        f"after {int(rec['warmup_steps'])} "
         f"warmup steps of {int(rec['total_steps'])}"
     )
     return _TEMPLATE.format(

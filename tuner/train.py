@@ -54,7 +54,9 @@ class TrialResult:
 class DivergenceMonitor:
     """Flags a run whose loss is not finite or has blown up far above its best so far."""
 
-    def __init__(self, warmup_steps: int, factor: float = DIVERGENCE_FACTOR, beta: float = LOSS_SMOOTHING):
+    def __init__(
+        self, warmup_steps: int, factor: float = DIVERGENCE_FACTOR, beta: float = LOSS_SMOOTHING
+    ):
         self.warmup_steps = warmup_steps
         self.factor = factor
         self.beta = beta
@@ -116,8 +118,10 @@ def _quantiles(values: torch.Tensor) -> dict[str, float]:
     return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
 
 
-def _effective_step(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> torch.Tensor | None:
-    """|m_hat| / (sqrt(v_hat) + eps) of one parameter, from Adam's state; None if it never stepped."""
+def _effective_step(
+    p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+) -> torch.Tensor | None:
+    """|m_hat| / (sqrt(v_hat) + eps) of one parameter from Adam's state; None before a step."""
     if "exp_avg" not in state:
         return None
     beta1, beta2 = group["betas"]
@@ -130,7 +134,9 @@ def _effective_step(p: torch.Tensor, state: dict[str, Any], group: dict[str, Any
     return (m_hat.abs() / (v_hat.sqrt() + group["eps"])).detach()
 
 
-def effective_step_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def effective_step_diagnostics(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
     """p10/p50/p90 of the effective step size per parameter group and per top-level module.
 
     A median far below 1 means Adam's first moment has averaged out: that layer has mostly
@@ -205,8 +211,13 @@ def run_trial(
         model.train()
         optimizer = build_optimizer(model, cfg)
         loop = _Loop(
-            workload, model, optimizer, build_scheduler(optimizer, cfg, total_steps),
-            workload.train_batches(seed), dev, grad_clip,
+            workload,
+            model,
+            optimizer,
+            build_scheduler(optimizer, cfg, total_steps),
+            workload.train_batches(seed),
+            dev,
+            grad_clip,
         )
         return _run(loop, cfg, total_steps, eval_every, report, should_stop, collect_diagnostics)
     except TrialInterrupted:
@@ -238,10 +249,14 @@ def _run(
             continue
         val = evaluate(loop.model, loop.workload, loop.device)
         if not math.isfinite(val):
-            return TrialResult("diverged", None, f"non-finite validation loss at step {done}", done, curve)
+            return TrialResult(
+                "diverged", None, f"non-finite validation loss at step {done}", done, curve
+            )
         curve.append((done, val))
         prune = report is not None and done >= cfg.warmup_steps and report(done, val)
         if prune and done < total_steps:  # the last evaluation is reported, never pruned
             return TrialResult("pruned", val, f"pruned at step {done}", done, curve)
-    diagnostics = effective_step_diagnostics(loop.model, loop.optimizer) if collect_diagnostics else None
+    diagnostics = (
+        effective_step_diagnostics(loop.model, loop.optimizer) if collect_diagnostics else None
+    )
     return TrialResult("complete", curve[-1][1], None, total_steps, curve, diagnostics)

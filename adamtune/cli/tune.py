@@ -83,7 +83,8 @@ def format_recommendation(rec: dict[str, Any]) -> str:
         f"  betas          ({rec['betas'][0]:.4g}, {rec['betas'][1]:.6g})",
         f"  eps            {rec['eps']:.3g}",
         f"  weight_decay   {rec['weight_decay']:.4g}  (none on 1-D parameters)",
-        f"  schedule       {rec['schedule']}, {rec['warmup_steps']} warmup steps of {rec['total_steps']}",
+        f"  schedule       {rec['schedule']}, "
+        f"{rec['warmup_steps']} warmup steps of {rec['total_steps']}",
         f"  val loss       {rec['expected_objective']:.4g}",
     ]
     if rec["baseline_objective"] is not None:
@@ -91,9 +92,14 @@ def format_recommendation(rec: dict[str, Any]) -> str:
         lines.append(f"  baseline       {rec['baseline_objective']:.4g}  (Adam, lr 1e-3{gain})")
     if rec["lr_range"]:
         r = rec["lr_range"]
-        lines.append(f"  LR range test  suggested {r['suggested']:.3g} in [{r['low']:.3g}, {r['high']:.3g}]")
+        lines.append(
+            f"  LR range test  suggested {r['suggested']:.3g} in [{r['low']:.3g}, {r['high']:.3g}]"
+        )
     band = rec["lr_band"]
-    lines.append(f"  robust lr band [{band['low']:.3g}, {band['high']:.3g}] ({band['n_trials']} trials within 1%)")
+    lines.append(
+        f"  robust lr band [{band['low']:.3g}, {band['high']:.3g}] "
+        f"({band['n_trials']} trials within 1%)"
+    )
     if rec["importances"]:
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(rec["importances"].items())[:4])
         lines.append(f"  importances    {top}")
@@ -133,7 +139,10 @@ def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         result = run_local_search(
-            spec, device=args.device, storage=args.storage, progress=_ProgressPrinter(),
+            spec,
+            device=args.device,
+            storage=args.storage,
+            progress=_ProgressPrinter(),
             evaluate_batch=_population_evaluator(spec),
         )
     except StudyConflictError as exc:

@@ -140,7 +140,9 @@ def _assert_identical(a: object, b: object) -> None:
 def test_callers_model_optimizer_and_rngs_are_restored_bit_for_bit() -> None:
     w = get("regression_mlp")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.Dropout(0.1), nn.ReLU(), nn.Linear(32, 1))
+    model = nn.Sequential(
+        nn.Linear(16, 32), nn.BatchNorm1d(32), nn.Dropout(0.1), nn.ReLU(), nn.Linear(32, 1)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     batches = w.train_batches(1)
     for _ in range(3):  # a model in the middle of training: optimizer state, BN stats, grads

@@ -11,7 +11,7 @@ from tuner.optim import OptimConfig, build_optimizer, param_groups
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_textbook_adam_example(optimizer: str) -> None:
-    """theta = 2, constant gradient 3, lr 1e-3: Adam moves by lr per step (m_hat/sqrt(v_hat) = 1)."""
+    """theta = 2, constant gradient 3, lr 1e-3: Adam moves lr per step (m_hat/sqrt(v_hat) = 1)."""
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(2.0)

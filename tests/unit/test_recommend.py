@@ -17,30 +17,83 @@ from tuner.schedules import lr_multiplier
 from tuner.snippet import render_snippet
 from tuner.spec import JobSpec
 
-SPEC = JobSpec.model_validate({"workload": "digits_mlp", "budget": {"trials": 10, "steps_per_trial": 100, "eval_every": 50}})
+SPEC = JobSpec.model_validate(
+    {"workload": "digits_mlp", "budget": {"trials": 10, "steps_per_trial": 100, "eval_every": 50}}
+)
 SWEEP = {"lr_range": {"low": 1e-3, "suggested": 3e-3, "high": 3e-2}, "lrs": [1e-7]}
-CONTRACT = {"optimizer", "lr", "betas", "eps", "weight_decay", "schedule", "warmup_steps", "total_steps",
-            "expected_objective", "baseline_objective", "lr_range", "final", "snippet"}
-EXTRA = {"importances", "lr_band", "diagnostics", "improvement", "amsgrad", "lr_floor", "trial_number"}
-DIST = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "beta1": FloatDistribution(0.8, 0.99),
-        "schedule": CategoricalDistribution(("constant", "cosine"))}
+CONTRACT = {
+    "optimizer",
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "schedule",
+    "warmup_steps",
+    "total_steps",
+    "expected_objective",
+    "baseline_objective",
+    "lr_range",
+    "final",
+    "snippet",
+}
+EXTRA = {
+    "importances",
+    "lr_band",
+    "diagnostics",
+    "improvement",
+    "amsgrad",
+    "lr_floor",
+    "trial_number",
+}
+DIST = {
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "beta1": FloatDistribution(0.8, 0.99),
+    "schedule": CategoricalDistribution(("constant", "cosine")),
+}
 
 
-def trial(value: float | None, lr: float, *, role: str = "search", state: TrialState = TrialState.COMPLETE,
-          beta1: float = 0.9, schedule: str = "cosine") -> FrozenTrial:
-    cfg = OptimConfig(optimizer="adamw", lr=lr, beta1=beta1, beta2=0.98, weight_decay=0.01, warmup_steps=10,
-                      schedule=schedule, floor=0.1)
+def trial(
+    value: float | None,
+    lr: float,
+    *,
+    role: str = "search",
+    state: TrialState = TrialState.COMPLETE,
+    beta1: float = 0.9,
+    schedule: str = "cosine",
+) -> FrozenTrial:
+    cfg = OptimConfig(
+        optimizer="adamw",
+        lr=lr,
+        beta1=beta1,
+        beta2=0.98,
+        weight_decay=0.01,
+        warmup_steps=10,
+        schedule=schedule,
+        floor=0.1,
+    )
     params = {} if role == "baseline" else {"lr": lr, "beta1": beta1, "schedule": schedule}
     return create_trial(
-        state=state, value=value, params=params, distributions={k: DIST[k] for k in params},
-        user_attrs={"role": role, "config": (OptimConfig() if role == "baseline" else cfg).to_dict(),
-                    "diagnostics": {"groups": {"decay": {"p10": 0.01, "p50": 0.1, "p90": 0.5}}}},
+        state=state,
+        value=value,
+        params=params,
+        distributions={k: DIST[k] for k in params},
+        user_attrs={
+            "role": role,
+            "config": (OptimConfig() if role == "baseline" else cfg).to_dict(),
+            "diagnostics": {"groups": {"decay": {"p10": 0.01, "p50": 0.1, "p90": 0.5}}},
+        },
     )
 
 
 def trials() -> list[FrozenTrial]:
-    out = [trial(0.5, 1e-3, role="baseline"), trial(0.40, 3e-3, role="sweep_suggestion"),
-           trial(0.30, 1e-2), trial(0.302, 2e-2), trial(0.35, 5e-2), trial(None, 9e-2, state=TrialState.PRUNED)]
+    out = [
+        trial(0.5, 1e-3, role="baseline"),
+        trial(0.40, 3e-3, role="sweep_suggestion"),
+        trial(0.30, 1e-2),
+        trial(0.302, 2e-2),
+        trial(0.35, 5e-2),
+        trial(None, 9e-2, state=TrialState.PRUNED),
+    ]
     for i, t in enumerate(out):
         t.number = i
     return out
@@ -65,12 +118,20 @@ def test_lr_band_spans_trials_within_one_percent() -> None:
 
 
 def test_importances_need_a_few_trials() -> None:
-    assert build_recommendation(trials()[:3], spec=SPEC, sweep=None, final=False)["importances"] == {}
+    assert (
+        build_recommendation(trials()[:3], spec=SPEC, sweep=None, final=False)["importances"] == {}
+    )
     many = [trial(0.9, 1e-3, role="baseline")]  # no params: left out of the importances
     for i in range(10):
         lr = 1e-4 * 2**i  # the loss depends on lr only; beta1 and schedule vary independently
-        many.append(trial(abs(i - 5) * 0.1 + 0.3, lr, beta1=0.8 + 0.01 * (i % 3),
-                          schedule=("constant", "cosine")[(i // 2) % 2]))
+        many.append(
+            trial(
+                abs(i - 5) * 0.1 + 0.3,
+                lr,
+                beta1=0.8 + 0.01 * (i % 3),
+                schedule=("constant", "cosine")[(i // 2) % 2],
+            )
+        )
     imp = build_recommendation(many, spec=SPEC, sweep=None, final=True)["importances"]
     assert set(imp) == {"lr", "beta1", "schedule"}
     assert sum(imp.values()) == pytest.approx(1.0) and max(imp, key=imp.get) == "lr"
@@ -78,13 +139,15 @@ def test_importances_need_a_few_trials() -> None:
 
 def test_nothing_completed_raises() -> None:
     with pytest.raises(NoCompletedTrialsError, match="no trial has completed yet"):
-        build_recommendation([trial(None, 1e-3, state=TrialState.PRUNED)], spec=SPEC, sweep=None, final=False)
+        build_recommendation(
+            [trial(None, 1e-3, state=TrialState.PRUNED)], spec=SPEC, sweep=None, final=False
+        )
     with pytest.raises(NoCompletedTrialsError):
         build_recommendation([], spec=SPEC, sweep=None, final=False)
 
 
 def test_recommend_does_not_import_torch() -> None:
-    code = "import sys, tuner.recommend, tuner.snippet; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, tuner.recommend, tuner.snippet; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -92,10 +155,21 @@ def test_recommend_does_not_import_torch() -> None:
     ("optimizer", "schedule", "warmup", "amsgrad"),
     [("adamw", "cosine", 10, False), ("adam", "linear", 0, True), ("adamw", "constant", 5, False)],
 )
-def test_snippet_runs_and_matches_the_recommendation(optimizer: str, schedule: str, warmup: int,
-                                                     amsgrad: bool) -> None:
-    rec = {"optimizer": optimizer, "lr": 3.3e-3, "betas": [0.87, 0.985], "eps": 1e-9, "weight_decay": 0.02,
-           "amsgrad": amsgrad, "schedule": schedule, "warmup_steps": warmup, "total_steps": 50, "lr_floor": 0.05}
+def test_snippet_runs_and_matches_the_recommendation(
+    optimizer: str, schedule: str, warmup: int, amsgrad: bool
+) -> None:
+    rec = {
+        "optimizer": optimizer,
+        "lr": 3.3e-3,
+        "betas": [0.87, 0.985],
+        "eps": 1e-9,
+        "weight_decay": 0.02,
+        "amsgrad": amsgrad,
+        "schedule": schedule,
+        "warmup_steps": warmup,
+        "total_steps": 50,
+        "lr_floor": 0.05,
+    }
     namespace: dict[str, object] = {}
     exec(compile(render_snippet(rec), "<snippet>", "exec"), namespace)
     model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 1))
@@ -108,7 +182,9 @@ def test_snippet_runs_and_matches_the_recommendation(optimizer: str, schedule: s
         assert g["betas"] == (0.87, 0.985) and g["eps"] == 1e-9 and g["amsgrad"] is amsgrad
     checkpoints = {0, max(warmup - 1, 0), warmup, (warmup + 49) // 2, 49}
     for step in range(50):
-        want = 3.3e-3 * lr_multiplier(step, total_steps=50, warmup_steps=warmup, schedule=schedule, floor=0.05)
+        want = 3.3e-3 * lr_multiplier(
+            step, total_steps=50, warmup_steps=warmup, schedule=schedule, floor=0.05
+        )
         if step in checkpoints:
             assert opt.param_groups[0]["lr"] == pytest.approx(want, rel=1e-12)
         opt.step()
@@ -116,8 +192,16 @@ def test_snippet_runs_and_matches_the_recommendation(optimizer: str, schedule: s
 
 
 def test_snippet_refuses_unknown_names() -> None:
-    rec = {"optimizer": "sgd", "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
-           "schedule": "constant", "warmup_steps": 0, "total_steps": 10}
+    rec = {
+        "optimizer": "sgd",
+        "lr": 1e-3,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "warmup_steps": 0,
+        "total_steps": 10,
+    }
     with pytest.raises(ValueError, match="'adam' or 'adamw'"):
         render_snippet(rec)
     with pytest.raises(ValueError, match="constant, linear, cosine"):

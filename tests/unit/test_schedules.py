@@ -16,7 +16,9 @@ MID = WARMUP + (TOTAL - WARMUP - 1) // 2  # halfway through the decay: progress 
 
 
 def m(step: int, schedule: str, warmup: int = WARMUP, floor: float = FLOOR) -> float:
-    return lr_multiplier(step, total_steps=TOTAL, warmup_steps=warmup, schedule=schedule, floor=floor)
+    return lr_multiplier(
+        step, total_steps=TOTAL, warmup_steps=warmup, schedule=schedule, floor=floor
+    )
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
@@ -62,10 +64,17 @@ def test_tensor_form_matches_scalar_form() -> None:
     floors = torch.tensor([0.0, 0.1, 0.0, 0.2])
     codes = torch.tensor([SCHEDULE_CODES[s] for s in schedules])
     for step in (0, 5, 9, 10, 29, 30, 55, 100):
-        got = lr_multiplier_tensor(step, total_steps=TOTAL, warmup_steps=warmups, schedule_codes=codes, floor=floors)
+        got = lr_multiplier_tensor(
+            step, total_steps=TOTAL, warmup_steps=warmups, schedule_codes=codes, floor=floors
+        )
         for k, schedule in enumerate(schedules):
-            want = lr_multiplier(step, total_steps=TOTAL, warmup_steps=int(warmups[k]), schedule=schedule,
-                                 floor=float(floors[k]))
+            want = lr_multiplier(
+                step,
+                total_steps=TOTAL,
+                warmup_steps=int(warmups[k]),
+                schedule=schedule,
+                floor=float(floors[k]),
+            )
             assert float(got[k]) == pytest.approx(want, abs=1e-12)
 
 

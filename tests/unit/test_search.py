@@ -1,4 +1,4 @@
-"""Search space, study creation (also racing on SQLite/PostgreSQL), trial evaluation, local search."""
+"""Search space, study creation (racing on SQLite/PostgreSQL too), trials, local search."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
-
 from test_train import LinearWorkload
+
 from tuner.recommend import NoCompletedTrialsError
 from tuner.search import (
     ROLE_BASELINE,
@@ -46,7 +46,11 @@ def job(**overrides: object) -> JobSpec:
 def test_defaults_take_the_sweeps_lr_range() -> None:
     space = resolve_space(job(), LR_RANGE)
     assert space.lr == (1e-3, 3e-2) and space.lr_ref == 4e-3
-    assert space.optimizers == ("adam", "adamw") and space.schedules == ("constant", "linear", "cosine")
+    assert space.optimizers == ("adam", "adamw") and space.schedules == (
+        "constant",
+        "linear",
+        "cosine",
+    )
     assert space.beta1 == (0.8, 0.99) and space.one_minus_beta2 == (1e-4, 1e-1)
     assert space.eps == (1e-10, 1e-6) and space.warmup_fraction == (0.0, 0.2)
     assert resolve_space(job(), LR_RANGE) == space  # deterministic: every worker builds the same
@@ -54,20 +58,32 @@ def test_defaults_take_the_sweeps_lr_range() -> None:
 
 def test_without_sweep_the_lr_range_is_the_default() -> None:
     space = resolve_space(job(), None)
-    assert space.lr == DEFAULT_LR and space.lr_ref == pytest.approx(math.sqrt(DEFAULT_LR[0] * DEFAULT_LR[1]))
+    assert space.lr == DEFAULT_LR and space.lr_ref == pytest.approx(
+        math.sqrt(DEFAULT_LR[0] * DEFAULT_LR[1])
+    )
 
 
 def test_presets_narrow_the_space() -> None:
     t = resolve_space(job(preset="transformer"), LR_RANGE)
-    assert t.optimizers == ("adamw",) and t.one_minus_beta2 == (0.01, 0.05) and t.warmup_fraction[0] >= 0.02
+    assert (
+        t.optimizers == ("adamw",)
+        and t.one_minus_beta2 == (0.01, 0.05)
+        and t.warmup_fraction[0] >= 0.02
+    )
     assert resolve_space(job(preset="finetune"), LR_RANGE).lr == (1e-5, 1e-4)
     assert resolve_space(job(preset="gan"), LR_RANGE).beta1 == (0.0, 0.6)
     assert set(resolve_space(job(preset="vision"), LR_RANGE).schedules) <= {"cosine", "linear"}
 
 
 def test_the_jobs_search_wins_over_the_preset() -> None:
-    spec = job(preset="transformer", search={"optimizers": ["adam", "adamw"], "lr": {"low": 1e-4, "high": 1e-2},
-                                            "amsgrad": True})
+    spec = job(
+        preset="transformer",
+        search={
+            "optimizers": ["adam", "adamw"],
+            "lr": {"low": 1e-4, "high": 1e-2},
+            "amsgrad": True,
+        },
+    )
     space = resolve_space(spec, LR_RANGE)
     assert space.optimizers == ("adam", "adamw") and space.lr == (1e-4, 1e-2) and space.amsgrad
     assert space.one_minus_beta2 == (0.01, 0.05)  # the preset's, not named by the job
@@ -76,8 +92,16 @@ def test_the_jobs_search_wins_over_the_preset() -> None:
 
 def test_config_from_trial_parameterisation() -> None:
     space = ResolvedSpace(lr=(1e-4, 1e-1), lr_ref=1e-3)
-    params = {"optimizer": "adamw", "lr": 2e-3, "beta1": 0.9, "one_minus_beta2": 0.02, "eps": 1e-9,
-              "wd_times_lr": 1e-4, "warmup_fraction": 0.1, "schedule": "cosine"}
+    params = {
+        "optimizer": "adamw",
+        "lr": 2e-3,
+        "beta1": 0.9,
+        "one_minus_beta2": 0.02,
+        "eps": 1e-9,
+        "wd_times_lr": 1e-4,
+        "warmup_fraction": 0.1,
+        "schedule": "cosine",
+    }
     cfg = config_from_trial(FixedTrial(params), space, job(lr_floor=0.1))
     assert cfg.optimizer == "adamw" and cfg.lr == 2e-3 and cfg.beta2 == pytest.approx(0.98)
     assert cfg.weight_decay == pytest.approx(0.05)  # wd_times_lr / lr
@@ -96,7 +120,10 @@ def test_open_study_enqueues_baseline_then_sweep_suggestion() -> None:
     spec = job()
     study = open_study(None, "s", spec, LR_RANGE, create=True)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
-    assert study.user_attrs["lr_range"] == LR_RANGE and study.user_attrs["spec"]["workload"] == "regression_mlp"
+    assert (
+        study.user_attrs["lr_range"] == LR_RANGE
+        and study.user_attrs["spec"]["workload"] == "regression_mlp"
+    )
     first, second = study.ask(), study.ask()
     assert first.user_attrs["role"] == ROLE_BASELINE and first.params == {}
     assert second.user_attrs["role"] == ROLE_SWEEP
@@ -148,7 +175,9 @@ def test_baseline_is_never_pruned_and_search_trials_not_before_warmup() -> None:
 
 
 def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
-    spec = job(search={"lr": {"low": 1e-3, "high": 1e-2}, "warmup_fraction": {"low": 0.0, "high": 0.01}})
+    spec = job(
+        search={"lr": {"low": 1e-3, "high": 1e-2}, "warmup_fraction": {"low": 0.0, "high": 0.01}}
+    )
     space = resolve_space(spec, None)
     study = optuna.create_study()
     trial = study.ask()
@@ -160,7 +189,9 @@ def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
     assert outcome.state == TrialState.PRUNED and outcome.reason
     assert diverged.state == TrialState.PRUNED and "non-finite" in diverged.user_attrs["reason"]
     assert diverged.user_attrs["outcome"] == "diverged"
-    assert failed.state == TrialState.FAIL and "model factory exploded" in failed.user_attrs["reason"]
+    assert (
+        failed.state == TrialState.FAIL and "model factory exploded" in failed.user_attrs["reason"]
+    )
     assert finished_trials(study) == 1
 
 
@@ -171,7 +202,10 @@ def test_local_search_spends_the_budget_and_is_reproducible() -> None:
     spec = job()
     first = run_local_search(spec)
     assert finished_trials(first.study) == spec.budget.trials
-    assert first.sweep is not None and first.study.user_attrs["sweep"]["lr_range"] == first.sweep.lr_range
+    assert (
+        first.sweep is not None
+        and first.study.user_attrs["sweep"]["lr_range"] == first.sweep.lr_range
+    )
     roles = [t.user_attrs["role"] for t in first.study.trials[:2]]
     assert roles == [ROLE_BASELINE, ROLE_SWEEP]
     second = run_local_search(spec)
@@ -195,7 +229,9 @@ def test_population_seam_gets_batches_of_trials() -> None:
 
     def batch(trials, workload, spec, space, *, device="cpu", should_stop=None):  # type: ignore[no-untyped-def]
         sizes.append(len(trials))
-        return evaluate_trials(trials, workload, spec, space, device=device, should_stop=should_stop)
+        return evaluate_trials(
+            trials, workload, spec, space, device=device, should_stop=should_stop
+        )
 
     spec = job(population=2, sweep={"enabled": False})
     run_local_search(spec, evaluate_batch=batch)
@@ -203,9 +239,14 @@ def test_population_seam_gets_batches_of_trials() -> None:
 
 
 def test_a_workload_that_always_fails_stops_the_search() -> None:
-    spec = job(sweep={"enabled": False}, budget={"trials": 3, "steps_per_trial": 10, "eval_every": 5})
+    spec = job(
+        sweep={"enabled": False}, budget={"trials": 3, "steps_per_trial": 10, "eval_every": 5}
+    )
     progress: list[tuple[str, str]] = []
     with pytest.raises(NoCompletedTrialsError):
-        run_local_search(spec, workload=LinearWorkload(broken=True),
-                         progress=lambda phase, done, total, best, msg: progress.append((phase, msg)))
+        run_local_search(
+            spec,
+            workload=LinearWorkload(broken=True),
+            progress=lambda phase, done, total, best, msg: progress.append((phase, msg)),
+        )
     assert len(progress) == 3 and all("fail" in msg for _, msg in progress)

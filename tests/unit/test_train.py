@@ -90,25 +90,35 @@ def test_report_is_never_called_before_warmup_ends() -> None:
 
 def test_report_returning_true_prunes() -> None:
     cfg = OptimConfig(warmup_steps=20)
-    result = run_trial(LinearWorkload(), cfg, total_steps=60, eval_every=10, seed=0, report=lambda s, v: True)
+    result = run_trial(
+        LinearWorkload(), cfg, total_steps=60, eval_every=10, seed=0, report=lambda s, v: True
+    )
     assert result.state == "pruned" and result.steps == 20 and result.value == result.curve[-1][1]
 
 
 def test_non_finite_loss_diverges_without_raising() -> None:
-    result = run_trial(LinearWorkload(poison_at=7), OptimConfig(), total_steps=30, eval_every=10, seed=0)
+    result = run_trial(
+        LinearWorkload(poison_at=7), OptimConfig(), total_steps=30, eval_every=10, seed=0
+    )
     assert result.state == "diverged" and result.value is None
     assert "non-finite training loss" in (result.reason or "") and "step 7" in (result.reason or "")
 
 
 def test_exploding_loss_diverges() -> None:
-    result = run_trial(get("regression_mlp"), OptimConfig(lr=30.0), total_steps=60, eval_every=20, seed=0)
+    result = run_trial(
+        get("regression_mlp"), OptimConfig(lr=30.0), total_steps=60, eval_every=20, seed=0
+    )
     assert result.state == "diverged"
     assert result.reason and ("exceeded 10x" in result.reason or "non-finite" in result.reason)
 
 
 def test_workload_exception_fails_the_trial_with_its_repr() -> None:
-    result = run_trial(LinearWorkload(broken=True), OptimConfig(), total_steps=10, eval_every=5, seed=0)
-    assert result.state == "failed" and result.reason == repr(RuntimeError("model factory exploded"))
+    result = run_trial(
+        LinearWorkload(broken=True), OptimConfig(), total_steps=10, eval_every=5, seed=0
+    )
+    assert result.state == "failed" and result.reason == repr(
+        RuntimeError("model factory exploded")
+    )
 
 
 def test_should_stop_raises_trial_interrupted() -> None:
@@ -119,7 +129,14 @@ def test_should_stop_raises_trial_interrupted() -> None:
         return len(calls) > 2
 
     with pytest.raises(TrialInterrupted) as info:
-        run_trial(LinearWorkload(), OptimConfig(), total_steps=100, eval_every=10, seed=0, should_stop=should_stop)
+        run_trial(
+            LinearWorkload(),
+            OptimConfig(),
+            total_steps=100,
+            eval_every=10,
+            seed=0,
+            should_stop=should_stop,
+        )
     assert info.value.step == 10  # checked every 5 steps: 0, 5, then stop at 10
 
 
