@@ -25,6 +25,7 @@ from tuner.settings import Settings
 from tuner.spec import parse_job
 from workers import budget
 from workers.context import load_context, open_or_create_study
+from workers.heartbeat import HeartbeatThread
 from workers.runtime import Identity, Runtime
 from workers.trials import BUSY, FINALISED, NOTHING, TrialRunner
 
@@ -175,7 +176,7 @@ def test_finalise_happens_exactly_once(sessions: Any) -> None:
 
 # ------------------------------------------------------------------ the global budget
 
-HEARTBEAT_S, GRACE_S = 1, 2
+HEARTBEAT_S, GRACE_S = 1, 3
 
 
 def _runtime(url: str, name: str) -> Runtime:
@@ -200,12 +201,16 @@ def _searching_study(url: str, sessions: Any, trials: int) -> str:
 def _run_worker(url: str, job_id: str, name: str, outcome: dict[str, Any], die: bool) -> None:
     """A worker without training: hand out, tell a random loss, repeat until nothing is owed.
 
-    With ``die`` it walks away from its first trial like a process killed mid-trial.
+    Its heartbeat thread beats for the trial in hand, as a real worker's does. With ``die``
+    it walks away from its first trial (heartbeats stop) like a process killed mid-trial.
     """
     runtime = _runtime(url, name)
+    runner = TrialRunner(runtime, _NoCache(), threading.Event())  # type: ignore[arg-type]
+    heartbeat = HeartbeatThread(runtime, runner.reap_stale)
+    runner.heartbeat = heartbeat
+    heartbeat.start()
     try:
         ctx = load_context(runtime, _job(runtime.sessions, job_id))
-        runner = TrialRunner(runtime, _NoCache(), threading.Event())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             asked = runner.hand_out(ctx, 1)
@@ -215,14 +220,17 @@ def _run_worker(url: str, job_id: str, name: str, outcome: dict[str, Any], die: 
                 time.sleep(0.05 if asked == BUSY else 0.2)
                 continue
             trial = asked[0]
+            heartbeat.watch(job_id, trial_ids=(trial._trial_id,))
             search.trial_config(trial, ctx.space, ctx.spec)
             if die:
                 outcome["abandoned"] = trial.number
                 return
             ctx.study.tell(trial, random.uniform(0.1, 1.0))
+            heartbeat.watch(job_id)
             outcome.setdefault("told", []).append(trial.number)
             runner.after_trials(ctx)
     finally:
+        heartbeat.stop()
         runtime.close()
 
 
