@@ -126,6 +126,7 @@ def prepare_database(url: str) -> None:
     """Apply our migrations and create Optuna's tables (the dashboard only reads them)."""
     from tuner.db.engine import optuna_storage, upgrade
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     upgrade(url)
     storage = optuna_storage(url)
     storage.remove_session()
