@@ -77,6 +77,11 @@ def lr_grid(
     losses = np.asarray(grid_losses, dtype=float)
     ax.plot(grid_lrs, np.where(np.isfinite(losses), losses, np.nan), "o-", color="black",
             markersize=3, label="constant-lr grid (mean over seeds)")
+    diverged = [lr for lr, loss in zip(grid_lrs, losses, strict=True) if not np.isfinite(loss)]
+    if diverged:
+        top = np.nanmax(np.where(np.isfinite(losses), losses, np.nan))
+        ax.plot(diverged, [top] * len(diverged), "x", color="black",
+                label="diverged on some seed (no loss)")
     ax.axvspan(grid_best / 2, grid_best * 2, color="gold", alpha=0.25,
                label="within 2x of grid-best")
     markers = {"adamtune": "tab:blue", "torch_lr_finder": "tab:red", "fastai_valley": "tab:purple"}

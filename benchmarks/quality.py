@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     torch.set_num_threads(1)  # every method alike; a shared 2-core machine
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # tables as they come
     mode = MODES["quick" if args.quick else "full"]
     seeds = list(range(args.seeds or mode.seeds))
     budget_trials = args.budget_trials or mode.budget_trials
@@ -197,11 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                           targets, mode.name)
         results.append({"workload": workload, "setting": setting.__dict__, "targets": targets,
                         "runs": [r.to_dict() for rs in runs.values() for r in rs]})
+        if args.json is not None:  # after every workload, so a long run keeps what it has done
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
     print(f"\ntotal wall time {time.perf_counter() - start:.0f}s ({mode.name} mode, "
           f"torch threads 1)")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
