@@ -106,8 +106,15 @@ def ratio_text(peer: MethodSummary, ours: MethodSummary, budget: int) -> str:
         return "n/a (adamtune did not reach the target)"
     if math.isinf(peer.median_steps):
         return (f">{budget / ours.median_steps:.1f}x (peer not reached in the budget; "
-                f"final gap {peer.median_gap:+.1%})")
+                f"final gap {_fmt_gap(peer.median_gap)})")
     return f"{peer.median_steps / ours.median_steps:.1f}x"
+
+
+def _fmt_gap(gap: float) -> str:
+    """Relative gap to the best objective: a percentage, or a factor once it passes 100%."""
+    if math.isinf(gap):
+        return "n/a"
+    return f"{gap:+.1%}" if gap < 1.0 else f"{1.0 + gap:.1f}x"
 
 
 def _fmt_steps(s: MethodSummary) -> str:
@@ -123,7 +130,7 @@ def print_workload(workload: str, setting: Setting, runs: dict[str, list[Run]],
     for method, s in summary.items():
         rs = runs[method]
         final = "none" if math.isinf(s.median_final) else f"{s.median_final:.4g}"
-        gap = "n/a" if math.isinf(s.median_gap) else f"{s.median_gap:+.1%}"
+        gap = _fmt_gap(s.median_gap)
         print(f"   {method:<11} {_fmt_steps(s):>12} {s.reached:>5}/{len(rs):<2} {final:>15} "
               f"{gap:>8} {sum(r.trials for r in rs):>7} {sum(r.pruned for r in rs):>7} "
               f"{sum(r.diverged for r in rs):>9} {sum(r.wall_s for r in rs):>7.1f}")
@@ -167,7 +174,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
     p.add_argument("--json", type=Path, help="write every run's events here")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
+                   help="train nothing: print the tables and draw the plots of saved runs")
     return p.parse_args(argv)
+
+
+def report_saved(paths: list[Path], img_dir: Path | None) -> None:
+    """Tables and plots of runs saved by ``--json`` (e.g. workloads run in separate processes)."""
+    for path in paths:
+        for saved in json.loads(path.read_text()):
+            setting = Setting(**saved["setting"])
+            runs: dict[str, list[Run]] = {}
+            for data in saved["runs"]:
+                runs.setdefault(data["method"], []).append(Run.from_dict(data))
+            summary, targets = summarize(runs)
+            seeds = [r.seed for r in runs["adamtune"]]
+            print_workload(setting.workload, setting, runs, summary, seeds)
+            if img_dir is not None:
+                quick = setting.budget_steps <= MODES["quick"].budget_trials * 200
+                suffix = "_quick" if quick else ""
+                plot_workload(img_dir / f"quality_{setting.workload}{suffix}.png", setting, runs,
+                              targets, "quick" if quick else "full")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     torch.set_num_threads(1)  # every method alike; a shared 2-core machine
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # tables as they come
+    if args.from_json:
+        report_saved(args.from_json, None if args.no_plots else args.img_dir)
+        return 0
     mode = MODES["quick" if args.quick else "full"]
     seeds = list(range(args.seeds or mode.seeds))
     budget_trials = args.budget_trials or mode.budget_trials

@@ -100,6 +100,11 @@ class Run:
         """Steps spent when the best objective first came to ``target`` or below; None if never."""
         return next((s for s, v in self.best_curve() if v <= target), None)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Run:
+        run = cls(**{**data, "events": [(int(s), v) for s, v in data["events"]]})
+        return run
+
     def to_dict(self) -> dict[str, object]:
         return {
             "method": self.method, "workload": self.workload, "seed": self.seed,
