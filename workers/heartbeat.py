@@ -5,7 +5,8 @@ the Optuna heartbeat of the running trial (``storage.record_heartbeat``: Optuna 
 this itself inside ``study.optimize``, and our workers use ask/tell), renews the sweep lease,
 and notices when the job it works on was cancelled. Every grace period it also fails the
 stale trials of that job (``fail_stale_trials``), so a dead worker's trial is re-enqueued
-even while every live worker is busy. A lost database connection is logged, never fatal.
+even while every live worker is busy, and marks silent workers ``lost``. A lost database
+connection is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ class HeartbeatThread(threading.Thread):
             for trial_id in watch.trial_ids:
                 self.runtime.storage.record_heartbeat(trial_id)
             self._beats += 1
-            if watch.job_id is not None and not watch.sweeping and self._reap_due():
-                self.reap_stale(watch.job_id)
+            if self._reap_due():
+                self._mark_lost_workers()
+                if watch.job_id is not None and not watch.sweeping:
+                    self.reap_stale(watch.job_id)
         except TRANSIENT_ERRORS as exc:
             if not self._failing:
                 log.warning("heartbeat failed (database unreachable?): %s; retrying",
@@ -104,6 +107,14 @@ class HeartbeatThread(threading.Thread):
         timing = self.runtime.timing
         every = max(1, timing.grace_period // timing.heartbeat_interval)
         return self._beats % every == 0
+
+    def _mark_lost_workers(self) -> None:
+        """Mark workers silent for a grace period ``lost`` (what ``GET /v1/workers`` shows)."""
+        with transaction(self.runtime.sessions) as s:
+            lost = workers.mark_lost_workers(s, self.runtime.timing.grace_period)
+        if lost:
+            log.warning("workers silent for %ss, marked lost: %s", self.runtime.timing.grace_period,
+                        ", ".join(lost))
 
     def _beat_store(self, watch: Watch) -> None:
         worker_id = self.runtime.identity.worker_id

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 RAN, FINALISED, NOTHING, BUSY = "ran", "finalised", "nothing", "busy"
 REASON_ATTR = "reason"  # the key tuner.search records a trial's reason under
 PARTIAL_REFRESH_S = 30.0
+HAND_BACK_WAIT_S = 5.0  # the search lock is held for milliseconds; wait that long at most
 
 BatchEvaluator = Callable[..., list[search.TrialOutcome]]
 
@@ -213,17 +214,29 @@ class TrialRunner:
         a trial this worker already told (a finished population member) is left as it is.
         """
         callback = self.runtime.storage.get_heartbeat_stale_trial_callback()
-        with self.search_lock(ctx.job_id, self.owner) as grant:
-            if grant is None:
-                log.info("job %s: trials left to the grace period (search lock busy)", ctx.job_id)
+        deadline = time.monotonic() + HAND_BACK_WAIT_S
+        while True:
+            with self.search_lock(ctx.job_id, self.owner) as grant:
+                if grant is not None:
+                    self._fail_and_requeue(ctx, trials, reason, callback)
+                    return
+            if time.monotonic() > deadline:
+                log.warning("job %s: search lock busy; trials %s will be re-run after the grace "
+                            "period instead", ctx.job_id, [t.number for t in trials])
                 return
-            for trial in trials:
-                if self.runtime.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
-                    continue
-                self._fail(ctx, trial, reason)
-                if callback is not None:
-                    callback(ctx.study, self.runtime.storage.get_trial(trial._trial_id))
-                log.info("job %s: trial %d %s", ctx.job_id, trial.number, reason)
+            time.sleep(0.05)
+
+    def _fail_and_requeue(
+        self, ctx: JobContext, trials: Sequence[optuna.Trial], reason: str, callback: Any
+    ) -> None:
+        """Under the lock: FAIL each still-running trial, then enqueue its retry."""
+        for trial in trials:
+            if self.runtime.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                continue
+            self._fail(ctx, trial, reason)
+            if callback is not None:
+                callback(ctx.study, self.runtime.storage.get_trial(trial._trial_id))
+            log.info("job %s: trial %d %s", ctx.job_id, trial.number, reason)
 
     # ------------------------------------------------------------------ progress
     def after_trials(self, ctx: JobContext) -> None:

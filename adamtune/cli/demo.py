@@ -108,12 +108,12 @@ def _tune(urls: dict[str, str], body: dict[str, Any]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     print()
-    print(recommendation_text(rec))
-    print("\nPyTorch:\n")
-    print(rec["snippet"])
-    print("\nURLs while the service runs:")
-    for name, url in {**urls, "job": f"{api}/v1/jobs/{job['id']}"}.items():
-        print(f"  {name:10s} {url}")
+    print(recommendation_text(rec))  # the settings, the gain over the baseline, the snippet
+    links = {"job page": f"{api}/jobs/{job['id']}", "job (JSON)": f"{api}/v1/jobs/{job['id']}",
+             **urls}
+    print("\nURLs (while the service runs; `adamtune demo --keep` keeps it running):")
+    for name, url in links.items():
+        print(f"  {name:11s} {url}")
     return 0
 
 
