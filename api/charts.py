@@ -210,6 +210,27 @@ def _legend(entries: Sequence[tuple[str, str]]) -> str:
     return "".join(parts)
 
 
+def loss_axis_top(smoothed: Sequence[float]) -> float:
+    """The top of the loss axis: the loss at the start, or 1.5x the minimum when the start is
+    near the minimum. The blow-up at the end of a sweep would otherwise flatten the valley
+    that matters; points above the top are drawn on the edge, hollow (``class="pt clipped"``).
+    """
+    low, high = min(smoothed), max(smoothed)
+    wanted = max(smoothed[0], low + 0.5 * abs(low)) if low > 0 else high
+    return min(high, wanted) if wanted > low else high
+
+
+def _loss_point(x: Axis, y: Axis, lr: float, loss: float) -> str:
+    """One point of the sweep; hollow and on the top edge when the loss is off the axis."""
+    clipped = loss > y.high
+    style = 'fill="#fff" stroke="#333" stroke-width="0.8"' if clipped else 'fill="#333"'
+    return (
+        f'<circle class="pt{" clipped" if clipped else ""}" cx="{x(lr):.2f}" '
+        f'cy="{y(min(loss, y.high)):.2f}" r="2" {style} data-lr="{lr!r}">'
+        f"<title>lr {fmt(lr)}: loss {loss:.4g}</title></circle>"
+    )
+
+
 def lr_curve_svg(
     lrs: Sequence[float | None],
     smoothed: Sequence[float | None],
@@ -234,20 +255,13 @@ def lr_curve_svg(
         WIDTH - MARGIN_RIGHT,
         log=True,
     )
-    y = Axis(
-        *_padded(min(p[1] for p in pairs), max(p[1] for p in pairs), log=False),
-        HEIGHT - MARGIN_BOTTOM,
-        MARGIN_TOP,
-    )
+    top = loss_axis_top([v for _, v in pairs])
+    y = Axis(*_padded(min(v for _, v in pairs), top, log=False), HEIGHT - MARGIN_BOTTOM, MARGIN_TOP)
     parts = [_svg_open("lr-curve", "LR range test: smoothed loss against learning rate")]
     parts += _frame(x, y, "learning rate (log scale)", "smoothed loss")
     parts += _lr_markers(x, suggestions or {}, lr_range or {})
-    parts.append(_polyline(((x(lr), y(v)) for lr, v in pairs), "curve", "#333"))
-    parts += [
-        f'<circle class="pt" cx="{x(lr):.2f}" cy="{y(v):.2f}" r="2" fill="#333" data-lr="{lr!r}">'
-        f"<title>lr {fmt(lr)}: loss {v:.4g}</title></circle>"
-        for lr, v in pairs
-    ]
+    parts.append(_polyline(((x(lr), y(min(v, y.high))) for lr, v in pairs), "curve", "#333"))
+    parts += [_loss_point(x, y, lr, v) for lr, v in pairs]
     marked = [n for n, v in (suggestions or {}).items() if _finite(v)]
     entries = [("suggested range", "#1f77b4")]
     parts.append(_legend(entries + [(n, SUGGESTION_COLOURS.get(n, "#8c564b")) for n in marked]))

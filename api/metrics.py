@@ -26,6 +26,7 @@ from sqlalchemy import DateTime, String, cast, column, func, inspect, select, ta
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.dashboard import is_dashboard_path
 from tuner.db import workers
 from tuner.db.models import JOB_STATUSES, Job
 
@@ -170,6 +171,8 @@ class RequestLatencyMiddleware:
 def route_template(path: str, scope: Scope) -> str:
     """``/v1/jobs/{job_id}`` for ``/v1/jobs/3f2a...``: the path with its parameters put back
     as names, read from what the router matched; ``unmatched`` where no route did."""
+    if is_dashboard_path(path):
+        return "/dashboard (optuna-dashboard)"
     if "endpoint" not in scope and "route" not in scope:
         return "unmatched"
     params: dict[str, Any] = scope.get("path_params") or {}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import yaml
 
-from tuner.client import CONNECTION_FAILED, ApiError, Client
+from tuner.client import ACTIVE_STATUSES, CONNECTION_FAILED, ApiError, Client
 from tuner.spec import JobFileError, load_job_file
 
 BAR_WIDTH = 30
@@ -53,6 +54,8 @@ def explain(exc: ApiError, url: str) -> str:
 
 def _guarded(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; API errors and bad job files become one message on stderr, exit 1."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     try:
         return action(args)
     except ApiError as exc:
@@ -78,7 +81,7 @@ def progress_line(job: dict[str, Any]) -> str:
     filled = min(BAR_WIDTH, BAR_WIDTH * done // total) if total else 0
     label = job["status"]
     phase = job.get("phase")
-    if phase and phase != label:
+    if phase and label in ACTIVE_STATUSES and f"{done}/{total}" not in phase:
         label = f"{label} ({phase})"
     best = progress.get("best_objective")
     best_text = f"  best {best:.4g}" if isinstance(best, int | float) else ""
@@ -124,7 +127,8 @@ def _gain_text(rec: dict[str, Any]) -> str:
         return _fmt(expected)
     text = f"{expected:.4g} (untuned Adam lr=1e-3: {baseline:.4g}"
     if baseline:
-        text += f", {100 * (baseline - expected) / abs(baseline):+.1f}% better"
+        gain = 100 * (baseline - expected) / abs(baseline)
+        text += f", {abs(gain):.1f}% {'lower' if gain >= 0 else 'higher'}"
     return text + ")"
 
 

@@ -112,6 +112,18 @@ def best_trials(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(complete, key=lambda t: (t["value"], t["number"]))[:BEST_TRIALS_SHOWN]
 
 
+def study_url(storage: Any, study_name: str) -> str:
+    """The job's study in the Optuna dashboard, or its study list before the study exists."""
+    try:
+        return f"{DASHBOARD_URL}/studies/{storage.get_study_id_from_name(study_name)}"
+    except KeyError:
+        return DASHBOARD_URL
+
+
+def _dashboard_on(request: Request) -> bool:
+    return bool(request.app.state.settings.dashboard)
+
+
 def job_view(job: Job, session: Any, storage: Any) -> dict[str, Any]:
     """Everything the job page shows, read through the JSON routes' own functions."""
     public = JobPublic.of(job).model_dump(mode="json")
@@ -139,6 +151,7 @@ def job_view(job: Job, session: Any, storage: Any) -> dict[str, Any]:
         "importances_svg": charts.importances_svg((rec or {}).get("importances")),
         "refresh_seconds": REFRESH_SECONDS if job.status in ACTIVE_JOB_STATUSES else 0,
         "dashboard_url": DASHBOARD_URL,
+        "study_url": study_url(storage, job.study_name),
     }
 
 
@@ -151,7 +164,7 @@ def jobs_page(request: Request, session: SessionDep, tenant: CurrentTenant) -> H
         "jobs": listed,
         "count": total,
         "refresh_seconds": REFRESH_SECONDS if active else 0,
-        "dashboard_url": DASHBOARD_URL,
+        "dashboard_url": DASHBOARD_URL if _dashboard_on(request) else None,
     }
     return TEMPLATES.TemplateResponse(request, "jobs.html", context)
 
@@ -167,5 +180,10 @@ def job_page(
     job = jobs.get_job(session, job_id, tenant=tenant)
     if job is None:
         context = {"job_id": job_id, "refresh_seconds": 0, "dashboard_url": DASHBOARD_URL}
+        if not _dashboard_on(request):
+            context["dashboard_url"] = None
         return TEMPLATES.TemplateResponse(request, "not_found.html", context, status_code=404)
-    return TEMPLATES.TemplateResponse(request, "job.html", job_view(job, session, storage))
+    context = job_view(job, session, storage)
+    if not _dashboard_on(request):
+        context["dashboard_url"] = context["study_url"] = None
+    return TEMPLATES.TemplateResponse(request, "job.html", context)

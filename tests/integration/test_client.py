@@ -113,7 +113,8 @@ def test_results_of_a_finished_job(client: Client, finished: SeededJob) -> None:
     assert [t["number"] for t in trials] == list(range(len(finished.trials)))
     sweep = client.lr_sweep(finished.job_id)
     assert len(sweep["lrs"]) == len(finished.sweep["lrs"])
-    assert client.lr_sweep_svg(finished.job_id).count('class="pt"') == finished.finite_smoothed
+    svg = client.lr_sweep_svg(finished.job_id)
+    assert svg.count('<circle class="pt') == finished.finite_smoothed
 
 
 def test_recommendation_before_any_trial_is_a_409(client: Client) -> None:

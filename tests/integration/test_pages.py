@@ -57,7 +57,8 @@ def test_index_and_lr_sweep_svg_of_a_finished_job(client: TestClient, seeded: Se
     r = client.get(f"/v1/jobs/{seeded.job_id}/lr-sweep.svg")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("image/svg+xml")
-    assert r.text.startswith("<svg") and r.text.count('class="pt"') == seeded.finite_smoothed
+    assert r.text.startswith("<svg")
+    assert len(re.findall(r'class="pt[ "]', r.text)) == seeded.finite_smoothed
 
 
 def test_job_page_draws_every_point_and_the_recommendation(
@@ -66,7 +67,7 @@ def test_job_page_draws_every_point_and_the_recommendation(
     r = client.get(f"/jobs/{seeded.job_id}")
     assert r.status_code == 200
     lr_svg = svg_of(r.text, "lr-curve")
-    assert lr_svg.count('class="pt"') == seeded.finite_smoothed
+    assert len(re.findall(r'class="pt[ "]', lr_svg)) == seeded.finite_smoothed
     assert lr_svg.count('class="suggestion"') == 4
     assert 'class="lr-range"' in lr_svg
     trials_svg = svg_of(r.text, "trials-chart")
@@ -76,8 +77,13 @@ def test_job_page_draws_every_point_and_the_recommendation(
     snippet = SNIPPET.strip().splitlines()[1]
     assert snippet in r.text
     assert 'id="snippet"' in r.text and 'class="copy"' in r.text
-    assert 'href="/dashboard"' in r.text
-    assert "% better" in r.text  # the gain over the untuned baseline
+    link = re.search(r'href="/dashboard/studies/(\d+)" class="dashboard-link"', r.text)
+    assert link, "no link to the job's study in the dashboard"
+    studies = client.get("/api/studies").json()["study_summaries"]  # the dashboard's own API
+    assert {s["study_id"]: s["study_name"] for s in studies}[int(link.group(1))].endswith(
+        seeded.job_id
+    )
+    assert re.search(r'class="gain">\(\d+\.\d% lower\)', r.text)  # the gain over the baseline
     assert re.findall(r'(?:src|href)="(https?://[^"]+)"', r.text) == []  # nothing from outside
     assert "<link" not in r.text  # styles are inline
 
@@ -117,3 +123,11 @@ def test_lr_sweep_svg_before_the_sweep_says_why(migrated_url: str, client: TestC
     assert "not done yet" in r.json()["detail"]
     r = client.get("/v1/jobs/nope/lr-sweep.svg")
     assert r.status_code == 404 and "not found" in r.json()["detail"]
+
+
+def test_no_dashboard_link_when_the_dashboard_is_off(migrated_url: str) -> None:
+    settings = Settings(database_url=migrated_url, auth="disabled", dashboard=False)
+    job_id = queued_job(migrated_url)
+    with TestClient(create_app(settings)) as c:
+        for path in ("/", f"/jobs/{job_id}"):
+            assert "/dashboard" not in c.get(path).text

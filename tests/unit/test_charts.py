@@ -132,3 +132,21 @@ def test_importances_one_bar_each_largest_first() -> None:
 def test_labels_are_escaped() -> None:
     root = parse(charts.importances_svg({"<script>": 1.0}))
     assert with_class(root, "rect", "bar")[0].get("data-name") == "<script>"
+
+
+def test_divergence_does_not_flatten_the_valley() -> None:
+    lrs = geometric(30, 1e-6, 10.0)
+    smoothed = [2.3 - 0.1 * math.exp(-((math.log10(lr) + 3) ** 2)) for lr in lrs]
+    smoothed[-3:] = [5.0, 12.0, 28.0]  # the blow-up at the end of the sweep
+    root = parse(charts.lr_curve_svg(lrs, smoothed))
+    points = with_class(root, "circle", "pt")
+    assert len(points) == 30  # every point is still drawn
+    clipped = with_class(root, "circle", "clipped")
+    assert len(clipped) == 3
+    assert len({c.get("cy") for c in clipped}) == 1  # on the top edge
+    ticks = [
+        float(t.get("data-value", "nan"))
+        for t in root.iter(SVG + "text")
+        if t.get("class") == "tick-y"
+    ]
+    assert max(ticks) < 5.0  # the axis is scaled to the valley, not to the blow-up
