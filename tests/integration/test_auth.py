@@ -18,6 +18,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
@@ -27,9 +28,9 @@ from api.app import create_app
 from api.auth import ApiKeyMiddleware
 from tests.integration.api_helpers import in_store, job_body, store_session
 from tests.integration.ui_seed import seed_finished_job
-from tuner.db import keys
+from tuner.db import keys, workers
 from tuner.db.engine import make_engine, make_session_factory
-from tuner.db.models import ApiKey, Job
+from tuner.db.models import ApiKey, Job, Worker
 from tuner.settings import Settings
 
 # Open on purpose: probes, Prometheus (no tenant data, see test_metrics_expose_no_tenant_data)
@@ -59,8 +60,10 @@ def app_routes() -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
+# The Optuna dashboard is dispatched by path inside the auth middleware, not routed.
+DASHBOARD = [("GET", "/dashboard"), ("GET", "/api/studies"), ("GET", "/api/studies/0")]
 ROUTES = app_routes()
-GUARDED = [r for r in ROUTES if r[1] not in OPEN]
+GUARDED = [r for r in ROUTES if r[1] not in OPEN] + DASHBOARD
 JOB_ROUTES = [r for r in GUARDED if "{job_id}" in r[1]]
 
 
@@ -168,6 +171,31 @@ def test_other_tenant_lists_nothing_and_cannot_cancel(world: World) -> None:
 @pytest.mark.parametrize("path", sorted(OPEN))
 def test_open_paths_need_no_key(world: World, path: str) -> None:
     assert world.client.get(path).status_code == 200
+
+
+def test_workers_show_only_this_tenants_current_job(world: World) -> None:
+    def busy(s: Session) -> None:
+        workers.register_worker(
+            s, worker_id="w-busy", hostname="node", pid=9, device="cpu", workloads=["x"]
+        )
+        s.execute(update(Worker).where(Worker.id == "w-busy").values(current_job_id=world.job_id))
+
+    in_store(world.url, busy)
+    seen = {
+        who: {w["id"]: w for w in world.client.get("/v1/workers", headers=h).json()["data"]}
+        for who, h in (("acme", world.acme), ("other", world.other))
+    }
+    assert seen["acme"]["w-busy"]["current_job_id"] == world.job_id
+    assert seen["other"]["w-busy"]["current_job_id"] is None
+    assert world.job_id not in world.client.get("/v1/workers", headers=world.other).text
+
+
+def test_dashboard_shows_a_tenant_only_its_studies(world: World) -> None:
+    mine = world.client.get("/api/studies", headers=world.acme)
+    theirs = world.client.get("/api/studies", headers=world.other)
+    assert mine.status_code == theirs.status_code == 200
+    assert f"adamtune-{world.job_id}" in mine.text
+    assert world.job_id not in theirs.text
 
 
 def test_metrics_expose_no_tenant_data(world: World) -> None:
