@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from ui_seed import SNIPPET, SeededJob, seed_finished_job
 
 from api.app import create_app
-from tuner.db import jobs
+from tuner.db import jobs, keys
 from tuner.db.engine import make_engine, make_session_factory, transaction
 from tuner.settings import Settings
 from tuner.spec import JobSpec
@@ -131,3 +131,19 @@ def test_no_dashboard_link_when_the_dashboard_is_off(migrated_url: str) -> None:
     with TestClient(create_app(settings)) as c:
         for path in ("/", f"/jobs/{job_id}"):
             assert "/dashboard" not in c.get(path).text
+
+
+def test_pages_are_behind_the_api_keys(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    with transaction(make_session_factory(engine)) as s:
+        _, secret = keys.create_key(s, "team-a")
+    engine.dispose()
+    job_id = queued_job(migrated_url)  # the default tenant's, not team-a's
+    with TestClient(create_app(Settings(database_url=migrated_url, auth="enabled"))) as c:
+        assert c.get("/").status_code == 401
+        assert c.get(f"/jobs/{job_id}").status_code == 401
+        assert c.get("/", auth=("", secret)).status_code == 200  # a browser's Basic auth
+        assert (
+            c.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}).status_code
+            == 404
+        )
