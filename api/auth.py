@@ -6,7 +6,8 @@ the OpenAPI docs). A route added tomorrow is guarded without anyone remembering 
 
 A key travels as ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or, for browsers
 (pages, dashboard), HTTP Basic with the key as the password (or as the user with an empty
-password, as ``curl -u KEY:`` sends it). Keys are looked up by their SHA-256 and confirmed
+password, as ``curl -u KEY:`` sends it; GET and HEAD only, so a cross-site form cannot
+replay a browser's cached credentials). Keys are looked up by their SHA-256 and confirmed
 with ``hmac.compare_digest`` (:func:`tuner.db.keys.verify_key`). With ``ADAMTUNE_AUTH=enabled``
 (the default) and no key in the database every request is refused (fail closed);
 ``ADAMTUNE_AUTH=disabled`` is the explicit, loudly logged way to run open.
@@ -46,6 +47,7 @@ bearer_scheme = HTTPBearer(
 )
 api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the key itself")
 CREATE_KEY_HINT = "create one with `adamtune keys create --tenant NAME` (it prints the key once)"
+READ_METHODS = frozenset({"GET", "HEAD"})
 SEND_KEY_HINT = f"send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}: <key>'"
 
 
@@ -68,24 +70,27 @@ def _basic_key(token: str) -> str:
     return password or user
 
 
-def _authorization_key(value: str) -> str:
+def _authorization_key(value: str, method: str) -> str:
     scheme, _, token = value.strip().partition(" ")
     token = token.strip()
     if not token:
         raise AuthError(f"empty Authorization header; {SEND_KEY_HINT}")
     if scheme.lower() == "bearer":
         return token
+    if scheme.lower() == "basic" and method not in READ_METHODS:
+        # Browsers replay cached Basic credentials on cross-site form posts: no CSRF that way.
+        raise AuthError(f"HTTP Basic is accepted only to read pages (GET); {SEND_KEY_HINT}")
     if scheme.lower() == "basic":
         return _basic_key(token)
     raise AuthError(f"unsupported Authorization scheme {scheme[:20]!r}; {SEND_KEY_HINT}")
 
 
-def key_of(headers: Mapping[str, str]) -> str | None:
+def key_of(headers: Mapping[str, str], method: str = "GET") -> str | None:
     """The key a request carries, or None; AuthError when a key header is present but empty
     or malformed, or two headers name different keys (fail closed: no guessing)."""
     found = set()
     if "authorization" in headers:
-        found.add(_authorization_key(headers["authorization"]))
+        found.add(_authorization_key(headers["authorization"], method))
     if API_KEY_HEADER.lower() in headers:
         value = headers[API_KEY_HEADER.lower()].strip()
         if not value:
@@ -177,7 +182,7 @@ class ApiKeyMiddleware:
     async def _tenant(self, scope: Scope) -> str:
         if self.settings.auth == "disabled":
             return DEFAULT_TENANT
-        key = key_of(Headers(scope=scope))
+        key = key_of(Headers(scope=scope), scope.get("method", "GET"))
         tenant = await run_in_threadpool(self._lookup, key)
         if self.tenants is not None and tenant not in self.tenants:
             raise AuthError(

@@ -53,7 +53,7 @@ def get_tenant(
     if tenant is not None:
         return tenant
     try:
-        return auth.authenticate(session, settings, auth.key_of(request.headers))
+        return auth.authenticate(session, settings, auth.key_of(request.headers, request.method))
     except auth.AuthError as exc:
         headers = {"WWW-Authenticate": auth.challenge_for(request.url.path)}
         raise HTTPException(exc.status_code, detail=exc.detail, headers=headers) from None

@@ -213,6 +213,9 @@ def test_every_header_form_is_accepted(world: World) -> None:
         assert world.client.get("/v1/jobs", headers=headers).status_code == 200
     assert world.client.get("/", auth=("anyone", key)).status_code == 200
     assert world.client.get("/", auth=(key, "")).status_code == 200
+    posted = world.client.post("/v1/jobs", json=job_body(), auth=("anyone", key))
+    assert posted.status_code == 401  # no Basic for changes: a cross-site form could send it
+    assert "HTTP Basic is accepted only to read pages (GET)" in posted.json()["detail"]
 
 
 @pytest.mark.parametrize(
