@@ -146,16 +146,20 @@ class VectorisedAdam:
         decay, bc2_sqrt, neg_step_size = self._step_coefficients(lr, self.step_count)
         p, d = self.params, self.n_decay
         if self._any_l2:
-            grad[:, :d].add_(torch.mul(p[:, :d], self._l2))
+            grad[:, :d].add_(torch.mul(p[:, :d], self._l2, out=self._scratch[:, :d]))
         if self._any_decoupled:
             p[:, :d].mul_(decay)
         self.exp_avg.lerp_(grad, self._one_minus_beta1)
-        torch.mul(grad, self._one_minus_beta2, out=self._scratch).mul_(grad)
-        self.exp_avg_sq.mul_(self._beta2).add_(self._scratch)
+        # torch: v.mul_(beta2).addcmul_(g, g, value=1 - beta2), i.e. v + ((1 - beta2) * g) * g
+        torch.mul(grad, self._one_minus_beta2, out=self._scratch)
+        self.exp_avg_sq.mul_(self._beta2).addcmul_(self._scratch, grad)
         second = self._second_moment()
-        torch.sqrt(second, out=self._denom).div_(bc2_sqrt).add_(self._eps)
-        torch.mul(self.exp_avg, neg_step_size, out=self._scratch).div_(self._denom)
-        p.add_(self._scratch)
+        # torch: (v.sqrt() / bc2_sqrt).add_(eps); addcdiv rounds the same way in one pass
+        torch.sqrt(second, out=self._denom)
+        torch.addcdiv(self._eps, self._denom, bc2_sqrt, out=self._denom)
+        # torch: p.addcdiv_(m, denom, value=-step_size), i.e. p + (-step_size * m) / denom
+        torch.mul(self.exp_avg, neg_step_size, out=self._scratch)
+        p.addcdiv_(self._scratch, self._denom)
 
     def _second_moment(self) -> torch.Tensor:
         """The second moment each member normalises by: its running max where amsgrad is on."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from tuner.workloads.base import Batch, Workload
 
@@ -71,7 +71,6 @@ class StackedModel:
         }
         self._base = copy.deepcopy(model).to("meta")
         self._loss = loss
-        self._grad_fn = vmap(grad_and_value(self._member_loss), in_dims=(0, 0, None, None))
         self._loss_fn = vmap(self._member_loss, in_dims=(0, 0, None, None))
         self.params = self._views()
 
@@ -100,11 +99,23 @@ class StackedModel:
         return self._loss(functional_call(self._base, (params, buffers), (x,)), y)
 
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training losses ``[K]`` and gradients ``[K, P]`` (laid out as ``flat``) on one batch."""
+        """Training losses ``[K]`` and gradients ``[K, P]`` (laid out as ``flat``) on one batch.
+
+        vmap batches the forward only; ordinary autograd runs the backward, through one
+        ``split`` of a leaf that shares ``flat``'s storage, so the gradient arrives already
+        flat (one concatenation) and the functorch grad transform's overhead is avoided.
+        """
         self._base.train()
-        grads, losses = self._grad_fn(self.params, self.buffers, x, y)
-        flat_grad = torch.cat([grads[s.name].reshape(self.size, -1) for s in self.slots], dim=1)
-        return losses.detach(), flat_grad
+        leaf = self.flat.detach().requires_grad_(True)
+        parts = torch.split(leaf, [s.numel for s in self.slots], dim=1)
+        params = {
+            s.name: part.view(self.size, *s.shape)
+            for s, part in zip(self.slots, parts, strict=True)
+        }
+        losses = self._loss_fn(params, self.buffers, x, y)
+        losses.sum().backward()  # members are independent: d(sum)/d(member k) = d(loss k)
+        assert leaf.grad is not None
+        return losses.detach(), leaf.grad
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[Batch]) -> torch.Tensor:
