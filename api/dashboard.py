@@ -134,7 +134,7 @@ class DashboardDispatch:
                 return tenant_study_names(session, tenant)
 
         log.info("optuna dashboard opened for tenant %r", tenant)
-        return WSGIMiddleware(wsgi(tenant_storage(self.storage_factory(), allowed)))  # type: ignore[arg-type]
+        return WSGIMiddleware(wsgi(tenant_storage(self.storage_factory(), allowed)))  # type: ignore[arg-type,return-value]
 
 
 async def _json(send: Send, status: int, detail: str) -> None:
