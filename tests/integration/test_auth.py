@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -26,6 +27,7 @@ from starlette.routing import Mount, Route
 from adamtune.cli import main as cli_main
 from api.app import create_app
 from api.auth import ApiKeyMiddleware
+from api.deps import CurrentTenant
 from tests.integration.api_helpers import in_store, job_body, store_session
 from tests.integration.ui_seed import seed_finished_job
 from tuner.db import keys, workers
@@ -334,6 +336,25 @@ def test_guard_can_admit_only_some_tenants(world: World) -> None:
         assert client.get("/", headers=world.acme).status_code == 200
         r = client.get("/", headers=world.other)
         assert r.status_code == 403 and "tenant 'other' may not use /" in r.json()["detail"]
+    engine.dispose()
+
+
+def test_tenant_dependency_checks_the_key_without_the_middleware(world: World) -> None:
+    """A route using CurrentTenant in an app assembled without auth.install is not open."""
+    bare = FastAPI()
+    engine = make_engine(world.url)
+    bare.state.settings = Settings(database_url=world.url)
+    bare.state.session_factory = make_session_factory(engine)
+
+    @bare.get("/whoami")
+    def whoami(tenant: CurrentTenant) -> str:
+        return tenant
+
+    with TestClient(bare) as client:
+        r = client.get("/whoami")
+        assert r.status_code == 401 and "no API key" in r.json()["detail"]
+        assert client.get("/whoami", headers=world.revoked).status_code == 401
+        assert client.get("/whoami", headers=world.other).json() == "other"
     engine.dispose()
 
 
