@@ -157,6 +157,14 @@ def test_search_lock_is_exclusive_and_expires(sessions: Any) -> None:
         assert claims.release_search_lock(s, job_id, "c")
 
 
+def test_no_search_lock_once_the_job_is_cancelled(sessions: Any) -> None:
+    job_id = _searching(sessions)
+    with transaction(sessions) as s:
+        jobs.request_cancel(s, job_id)
+    with transaction(sessions) as s:
+        assert claims.acquire_search_lock(s, job_id, "a", LONG_LEASE) is None
+
+
 def test_finalise_happens_exactly_once(sessions: Any) -> None:
     job_id = _searching(sessions)
     progress = claims.Progress(4, 0.1, 0.5)

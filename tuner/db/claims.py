@@ -218,17 +218,19 @@ def _ensure_lock_row(s: Session, job_id: str) -> None:
 def acquire_search_lock(
     s: Session, job_id: str, owner: str, ttl_seconds: float
 ) -> LockGrant | None:
-    """Take the job's search lock for ``ttl_seconds``; None while another live holder has it.
+    """Take the job's search lock for ``ttl_seconds``; None while another live holder has it
+    or the job is no longer searching.
 
     An expired lock is taken over (its holder died or stalled): ``took_over_from`` names it,
     so the caller can recover what the holder left half done.
     """
-    row = s.execute(select(SearchLock.owner).where(SearchLock.job_id == job_id)).one_or_none()
-    if row is None:
-        _ensure_lock_row(s, job_id)
     if _take_lock(s, job_id, owner, ttl_seconds, SearchLock.owner.is_(None)):
         return LockGrant(job_id=job_id, owner=owner, took_over_from=None)
-    if row is None or row.owner is None:
+    row = s.execute(select(SearchLock.owner).where(SearchLock.job_id == job_id)).one_or_none()
+    if row is None:  # a job that reached searching without its lock row (older data)
+        _ensure_lock_row(s, job_id)
+        return acquire_search_lock(s, job_id, owner, ttl_seconds)
+    if row.owner is None:
         return None
     if not _take_lock(s, job_id, owner, ttl_seconds, SearchLock.expires_at < db_now()):
         return None
@@ -237,9 +239,11 @@ def acquire_search_lock(
 
 
 def _take_lock(s: Session, job_id: str, owner: str, ttl_seconds: float, condition: Any) -> bool:
+    """Compare-and-set the lock, only while the job is searching (a cancel stops new trials)."""
+    searching = select(Job.id).where(Job.id == job_id, Job.status == "searching").exists()
     stmt = (
         update(SearchLock)
-        .where(SearchLock.job_id == job_id, condition)
+        .where(SearchLock.job_id == job_id, condition, searching)
         .values(owner=owner, expires_at=db_now(ttl_seconds))
         .execution_options(synchronize_session=False)
     )
