@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.trial import TrialState
+
 from adamtune.cli.processes import Child, Children, adamtune_command, free_port, wait_http_ok
 from tuner.client import Client
 
@@ -45,16 +48,29 @@ class Service:
         self.log_dir = log_dir
         self.children = Children(env=env, log_dir=log_dir)
         self.api_url: str | None = None
+        self.api_port: int | None = None
         self._by_name: dict[str, Child] = {}
 
-    def start_api(self, env: dict[str, str] | None = None) -> str:
-        """Start ``adamtune api`` on a free port; returns its base URL once /healthz answers."""
-        port = free_port()
+    def start_api(self, env: dict[str, str] | None = None, port: int | None = None) -> str:
+        """Start ``adamtune api`` (on a free port unless given); its URL once /healthz answers."""
+        port = port or free_port()
         child = self._start("api", adamtune_command("api", "--port", str(port)), env)
         url = f"http://127.0.0.1:{port}"
         wait_http_ok(f"{url}/healthz", START_TIMEOUT_S, [child])
         self.api_url = url
+        self.api_port = port
         return url
+
+    def restart_api(self) -> str:
+        """Stop the API (SIGTERM) and start it again on the same port."""
+        self.signal("api", signal.SIGTERM)
+        self.wait_exit("api", timeout=STOP_GRACE_S)
+        return self.start_api(port=self.api_port)
+
+    def study_states(self, job_id: str) -> list[TrialState]:
+        """The states of every trial in the job's study, read straight from the database."""
+        study = optuna.load_study(study_name=f"adamtune-{job_id}", storage=self.database_url)
+        return [t.state for t in study.get_trials(deepcopy=False)]
 
     def start_worker(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
         """Start ``adamtune worker --worker-id NAME ARGS`` (it registers within seconds)."""

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -56,8 +55,7 @@ def test_two_workers_share_a_job_to_completion(service: Service) -> None:
     assert {t["worker_id"] for t in finished} == {"worker-a", "worker-b"}
     assert {t["device"] for t in finished} == {"cpu"}
 
-    study = optuna.load_study(study_name=f"adamtune-{job['id']}", storage=service.database_url)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = service.study_states(job["id"])
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == TRIALS
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
 
