@@ -182,9 +182,24 @@ def outcome_of(result: TrialResult) -> TrialOutcome:
     return TrialOutcome(TrialState.FAIL, None, result.reason)
 
 
+MAX_CURVE_POINTS = 200  # a stored curve is thinned to this many points (the last one kept)
+
+
+def thin_curve(
+    curve: Sequence[tuple[int, float]], limit: int = MAX_CURVE_POINTS
+) -> list[list[float]]:
+    """At most ``limit`` evenly spaced points of a validation curve, always ending at its end."""
+    stride = max(1, math.ceil(len(curve) / limit))
+    points = list(curve[::stride])
+    if curve and points[-1] != curve[-1]:
+        points[-1] = curve[-1]
+    return [[int(s), float(v)] for s, v in points]
+
+
 def record_result(trial: optuna.Trial, result: TrialResult) -> None:
+    """Store how the trial ended in its user attrs: outcome, curve, reason, diagnostics."""
     trial.set_user_attr("outcome", result.state)
-    trial.set_user_attr("curve", [[int(s), float(v)] for s, v in result.curve])
+    trial.set_user_attr("curve", thin_curve(result.curve))
     if result.reason is not None:
         trial.set_user_attr("reason", result.reason)
     if result.diagnostics is not None:

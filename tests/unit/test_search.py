@@ -23,6 +23,7 @@ from tuner.search import (
     open_study,
     run_local_search,
     tell,
+    thin_curve,
 )
 from tuner.space import DEFAULT_LR, ResolvedSpace, resolve_space
 from tuner.spec import JobSpec
@@ -250,3 +251,10 @@ def test_a_workload_that_always_fails_stops_the_search() -> None:
             progress=lambda phase, done, total, best, msg: progress.append((phase, msg)),
         )
     assert len(progress) == 3 and all("fail" in msg for _, msg in progress)
+
+
+def test_stored_curves_are_thinned_but_keep_their_end() -> None:
+    curve = [(i, 1.0 / i) for i in range(1, 1001)]
+    thinned = thin_curve(curve, limit=200)
+    assert len(thinned) == 200 and thinned[0] == [1, 1.0] and thinned[-1] == [1000, 1.0 / 1000]
+    assert thin_curve(curve[:5]) == [[s, v] for s, v in curve[:5]]
