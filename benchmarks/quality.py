@@ -110,6 +110,11 @@ def ratio_text(peer: MethodSummary, ours: MethodSummary, budget: int) -> str:
     return f"{peer.median_steps / ours.median_steps:.1f}x"
 
 
+def _best_lrs(runs: list[Run]) -> str:
+    lrs = [r.best_config.get("lr") if r.best_config else None for r in runs]
+    return ", ".join("-" if lr is None else f"{lr:.2g}" for lr in lrs)
+
+
 def _fmt_gap(gap: float) -> str:
     """Relative gap to the best objective: a percentage, or a factor once it passes 100%."""
     if math.isinf(gap):
@@ -126,15 +131,21 @@ def print_workload(workload: str, setting: Setting, runs: dict[str, list[Run]],
     print(f"\n== {workload}: {setting.budget_steps} steps per method, trials of "
           f"{setting.steps_per_trial} steps, seeds {','.join(map(str, seeds))}")
     print(f"   {'method':<11} {'steps to 1%':>12} {'reached':>8} {'final (median)':>15} "
-          f"{'gap':>8} {'trials':>7} {'pruned':>7} {'diverged':>9} {'wall s':>7}")
+          f"{'gap':>8} {'trials':>7} {'pruned':>7} {'diverged':>9} {'wall s':>7} "
+          f"{'best lr (per seed)'}")
     for method, s in summary.items():
         rs = runs[method]
         final = "none" if math.isinf(s.median_final) else f"{s.median_final:.4g}"
         gap = _fmt_gap(s.median_gap)
         print(f"   {method:<11} {_fmt_steps(s):>12} {s.reached:>5}/{len(rs):<2} {final:>15} "
               f"{gap:>8} {sum(r.trials for r in rs):>7} {sum(r.pruned for r in rs):>7} "
-              f"{sum(r.diverged for r in rs):>9} {sum(r.wall_s for r in rs):>7.1f}")
+              f"{sum(r.diverged for r in rs):>9} {sum(r.wall_s for r in rs):>7.1f} "
+              f"{_best_lrs(rs)}")
     ours = summary["adamtune"]
+    ranges = [r.lr_range for r in runs["adamtune"] if r.lr_range]
+    if ranges:
+        print("   adamtune's searched lr ranges (from its sweep): "
+              + ", ".join(f"[{lo:.2g}, {hi:.2g}]" for lo, hi in ranges))
     for peer in PEERS:
         if peer in summary:
             verdict = "no worse" if ours.median_final <= summary[peer].median_final else "WORSE"

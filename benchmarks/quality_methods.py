@@ -77,6 +77,8 @@ class Run:
     pruned: int = 0
     diverged: int = 0
     wall_s: float = 0.0
+    best_config: dict | None = None  # the configuration of the best trial inside the budget
+    lr_range: tuple[float, float] | None = None  # adamtune's searched lr range
 
     def within(self) -> list[tuple[int, float | None]]:
         """The events that ended inside the budget."""
@@ -110,6 +112,7 @@ class Run:
             "method": self.method, "workload": self.workload, "seed": self.seed,
             "budget_steps": self.budget_steps, "events": self.events, "trials": self.trials,
             "pruned": self.pruned, "diverged": self.diverged, "wall_s": self.wall_s,
+            "best_config": self.best_config, "lr_range": self.lr_range,
         }
 
 
@@ -163,6 +166,8 @@ def _spend(
             spent += trial_steps(frozen, steps_per_trial)
             value = outcome.value if outcome.state == TrialState.COMPLETE else None
             run.events.append((spent, value))
+            if value is not None and spent <= run.budget_steps and value == run.final():
+                run.best_config = dict(frozen.user_attrs.get("config") or {})
             run.trials += 1
             run.pruned += frozen.user_attrs.get("outcome") == "pruned"
             run.diverged += frozen.user_attrs.get("outcome") == "diverged"
@@ -179,6 +184,7 @@ def run_adamtune(setting: Setting, seed: int) -> Run:
     study = open_study(None, f"quality-adamtune-{setting.workload}-{seed}", spec, sweep.lr_range,
                        create=True)
     space = resolve_space(spec, sweep.lr_range)
+    run.lr_range = space.lr
     evaluate = _population_evaluator(setting.population)
     _spend(run, study, spec, space, spent, evaluate, max(1, setting.population))
     return run
@@ -216,6 +222,7 @@ def run_default(setting: Setting, seed: int) -> Run:
         collect_diagnostics=False,
     )
     run.events.append((result.steps, result.value if result.state == "complete" else None))
+    run.best_config = OptimConfig.baseline().to_dict()
     run.trials = 1
     return run
 
