@@ -110,6 +110,26 @@ def ratio_text(peer: MethodSummary, ours: MethodSummary, budget: int) -> str:
     return f"{peer.median_steps / ours.median_steps:.1f}x"
 
 
+def match_ratios(peer_runs: list[Run], our_runs: list[Run]) -> list[float | None]:
+    """Per seed: the steps the peer took to reach its own final objective, divided by the steps
+    adamtune took to reach that same objective (None where adamtune never did)."""
+    out: list[float | None] = []
+    for peer, ours in zip(peer_runs, our_runs, strict=True):
+        final = peer.final()
+        if final is None:
+            out.append(None)
+            continue
+        peer_steps, our_steps = peer.steps_to(final), ours.steps_to(final)
+        out.append(None if our_steps is None or peer_steps is None else peer_steps / our_steps)
+    return out
+
+
+def match_text(ratios: list[float | None]) -> str:
+    per_seed = ", ".join("never" if r is None else f"{r:.1f}x" for r in ratios)
+    median = statistics.median(0.0 if r is None else r for r in ratios)
+    return f"median {median:.1f}x (per seed: {per_seed})"
+
+
 def _best_lrs(runs: list[Run]) -> str:
     lrs = [r.best_config.get("lr") if r.best_config else None for r in runs]
     return ", ".join("-" if lr is None else f"{lr:.2g}" for lr in lrs)
@@ -152,6 +172,8 @@ def print_workload(workload: str, setting: Setting, runs: dict[str, list[Run]],
             print(f"   steps-to-1% ratio {peer}/adamtune: "
                   f"{ratio_text(summary[peer], ours, setting.budget_steps)}; "
                   f"adamtune final objective {verdict} than {peer}")
+            print(f"   time to {peer}'s final objective, {peer}/adamtune: "
+                  f"{match_text(match_ratios(runs[peer], runs['adamtune']))}")
 
 
 def run_workload(setting: Setting, seeds: list[int], methods: list[str]) -> dict[str, list[Run]]:
