@@ -33,6 +33,7 @@ class JobContext:
     total: int
     partial_best: int | None = None  # best trial number of the last partial recommendation
     partial_at: float = 0.0  # time.monotonic() when this worker last wrote one
+    reaped_at: float = 0.0  # time.monotonic() when this worker last failed stale trials
 
     @property
     def lr_range(self) -> dict[str, float] | None:

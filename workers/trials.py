@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import recommend, search
 from tuner.db import claims
-from tuner.db.claims import LockGrant, Progress
+from tuner.db.claims import LockGrant, LockRefused, Progress
 from tuner.db.engine import transaction
 from tuner.train import TrialInterrupted
 from workers import budget
@@ -75,15 +75,26 @@ class TrialRunner:
         return max(1, self.runtime.population or ctx.spec.population)
 
     def hand_out(self, ctx: JobContext, most: int) -> list[optuna.Trial] | str:
-        """Under the search lock: reap stale trials, count, ask up to ``most`` owed trials."""
+        """Under the search lock: reap stale trials, count, ask up to ``most`` owed trials.
+
+        Stale trials are reaped when nothing else is owed, or once per heartbeat interval:
+        an unreaped stale trial only makes the count conservative (it still counts as
+        running), never exceeds the budget, and saves a query per trial.
+        """
         with self.search_lock(ctx.job_id, self.owner) as grant:
-            if grant is None:
-                return BUSY
+            if isinstance(grant, LockRefused):
+                return BUSY if grant.searching else NOTHING
             if grant.took_over:
                 self._adopt_orphans(ctx)
-            optuna.storages.fail_stale_trials(ctx.study)
+            reap_due = time.monotonic() - ctx.reaped_at > self.runtime.timing.heartbeat_interval
+            if reap_due:
+                self._reap(ctx)
             trials = ctx.study.get_trials(deepcopy=False)
             count = budget.count(trials, ctx.total)
+            if count.owed == 0 and count.running > 0 and not reap_due:
+                self._reap(ctx)
+                trials = ctx.study.get_trials(deepcopy=False)
+                count = budget.count(trials, ctx.total)
             if count.done or count.exhausted:
                 return FINALISED if self.finalise(ctx, trials, count) else NOTHING
             if count.owed == 0:
@@ -94,6 +105,11 @@ class TrialRunner:
                  count.finished, ctx.total)
         return asked
 
+    def _reap(self, ctx: JobContext) -> None:
+        """Fail the job's stale trials (re-enqueued by the storage's retry callback)."""
+        optuna.storages.fail_stale_trials(ctx.study)
+        ctx.reaped_at = time.monotonic()
+
     def _ask(self, ctx: JobContext) -> optuna.Trial:
         trial = ctx.study.ask()
         self.runtime.storage.record_heartbeat(trial._trial_id)
@@ -102,12 +118,12 @@ class TrialRunner:
         return trial
 
     @contextmanager
-    def search_lock(self, job_id: str, owner: str) -> Iterator[LockGrant | None]:
-        """Hold the job's search lock for the block (None: another worker holds it)."""
+    def search_lock(self, job_id: str, owner: str) -> Iterator[LockGrant | LockRefused]:
+        """Hold the job's search lock for the block, if granted (``grant.held``)."""
         with transaction(self.runtime.sessions) as s:
             grant = claims.acquire_search_lock(s, job_id, owner, self.runtime.timing.lock_ttl)
-        if grant is None:
-            yield None
+        if not grant.held:
+            yield grant
             return
         try:
             yield grant
@@ -145,7 +161,7 @@ class TrialRunner:
         if ctx is None:
             return
         with self.search_lock(job_id, f"{self.owner}#heartbeat") as grant:
-            if grant is not None:
+            if grant.held:
                 optuna.storages.fail_stale_trials(ctx.study)
 
     # ------------------------------------------------------------------ training
@@ -217,9 +233,13 @@ class TrialRunner:
         deadline = time.monotonic() + HAND_BACK_WAIT_S
         while True:
             with self.search_lock(ctx.job_id, self.owner) as grant:
-                if grant is not None:
+                if grant.held:
                     self._fail_and_requeue(ctx, trials, reason, callback)
                     return
+            if isinstance(grant, LockRefused) and not grant.searching:
+                log.info("job %s left searching; its trials %s stay as they are", ctx.job_id,
+                         [t.number for t in trials])
+                return
             if time.monotonic() > deadline:
                 log.warning("job %s: search lock busy; trials %s will be re-run after the grace "
                             "period instead", ctx.job_id, [t.number for t in trials])

@@ -145,14 +145,16 @@ def test_search_lock_is_exclusive_and_expires(sessions: Any) -> None:
     job_id = _searching(sessions)
     with transaction(sessions) as s:
         grant = claims.acquire_search_lock(s, job_id, "a", LONG_LEASE)
-        assert grant is not None and not grant.took_over
-        assert claims.acquire_search_lock(s, job_id, "b", LONG_LEASE) is None
+        assert isinstance(grant, claims.LockGrant) and not grant.took_over
+        assert claims.acquire_search_lock(s, job_id, "b", LONG_LEASE) == claims.LockRefused(
+            job_id, searching=True
+        )
         assert claims.release_search_lock(s, job_id, "a")
-        assert claims.acquire_search_lock(s, job_id, "b", 0.05) is not None
+        assert claims.acquire_search_lock(s, job_id, "b", 0.05).held
     time.sleep(0.3)
     with transaction(sessions) as s:
         taken = claims.acquire_search_lock(s, job_id, "c", LONG_LEASE)
-        assert taken is not None and taken.took_over_from == "b"
+        assert isinstance(taken, claims.LockGrant) and taken.took_over_from == "b"
         assert not claims.release_search_lock(s, job_id, "b")
         assert claims.release_search_lock(s, job_id, "c")
 
@@ -162,7 +164,8 @@ def test_no_search_lock_once_the_job_is_cancelled(sessions: Any) -> None:
     with transaction(sessions) as s:
         jobs.request_cancel(s, job_id)
     with transaction(sessions) as s:
-        assert claims.acquire_search_lock(s, job_id, "a", LONG_LEASE) is None
+        refused = claims.acquire_search_lock(s, job_id, "a", LONG_LEASE)
+        assert refused == claims.LockRefused(job_id, searching=False)
 
 
 def test_finalise_happens_exactly_once(sessions: Any) -> None:

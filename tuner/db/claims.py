@@ -50,10 +50,20 @@ class LockGrant:
     job_id: str
     owner: str
     took_over_from: str | None
+    held: bool = True
 
     @property
     def took_over(self) -> bool:
         return self.took_over_from is not None
+
+
+@dataclass(frozen=True)
+class LockRefused:
+    """The search lock was not granted: another worker holds it, or the job left searching."""
+
+    job_id: str
+    searching: bool
+    held: bool = False
 
 
 def _is_postgres(s: Session) -> bool:
@@ -217,23 +227,25 @@ def _ensure_lock_row(s: Session, job_id: str) -> None:
 
 def acquire_search_lock(
     s: Session, job_id: str, owner: str, ttl_seconds: float
-) -> LockGrant | None:
-    """Take the job's search lock for ``ttl_seconds``; None while another live holder has it
-    or the job is no longer searching.
+) -> LockGrant | LockRefused:
+    """Take the job's search lock for ``ttl_seconds``, only while the job is searching.
 
+    Refused while another live holder has it, or for good once the job left searching.
     An expired lock is taken over (its holder died or stalled): ``took_over_from`` names it,
     so the caller can recover what the holder left half done.
     """
     if _take_lock(s, job_id, owner, ttl_seconds, SearchLock.owner.is_(None)):
         return LockGrant(job_id=job_id, owner=owner, took_over_from=None)
+    if job_status(s, job_id) != "searching":
+        return LockRefused(job_id, searching=False)
     row = s.execute(select(SearchLock.owner).where(SearchLock.job_id == job_id)).one_or_none()
     if row is None:  # a job that reached searching without its lock row (older data)
         _ensure_lock_row(s, job_id)
         return acquire_search_lock(s, job_id, owner, ttl_seconds)
     if row.owner is None:
-        return None
+        return LockRefused(job_id, searching=True)
     if not _take_lock(s, job_id, owner, ttl_seconds, SearchLock.expires_at < db_now()):
-        return None
+        return LockRefused(job_id, searching=True)
     log.warning("search lock of job %s expired (held by %s); taken over", job_id, row.owner)
     return LockGrant(job_id=job_id, owner=owner, took_over_from=row.owner)
 
