@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -111,6 +111,12 @@ class FaultService(Service):
     def alive(self, name: str) -> bool:
         return self.child(name).running
 
+    def stop(self) -> None:
+        """Kill what is left: the tests check graceful stops themselves, teardown needs none."""
+        for child in self.children.children:
+            child.signal(signal.SIGKILL)
+        super().stop()
+
 
 # ---------------------------------------------------------------- the store, read directly
 
@@ -146,14 +152,27 @@ class Store:
             return s.scalar(select(LRSweep.worker_id).where(LRSweep.job_id == job_id))
 
     def trials(self, job_id: str) -> list[FrozenTrial]:
-        """Every trial of the job's study (empty while the study does not exist)."""
+        """Every trial of the job's study (empty while the study does not exist).
+
+        Optuna's storage is opened only once a worker has created the study: opening it
+        earlier would race the workers that are creating Optuna's tables.
+        """
         if self._storage is None:
+            if not self._study_exists(job_id):
+                return []
             self._storage = optuna.storages.RDBStorage(self.database_url)
         try:
             study_id = self._storage.get_study_id_from_name(f"adamtune-{job_id}")
         except KeyError:
             return []
         return self._storage.get_all_trials(study_id)
+
+    def _study_exists(self, job_id: str) -> bool:
+        if not inspect(self.engine).has_table("studies"):
+            return False
+        query = text("SELECT 1 FROM studies WHERE study_name = :name")
+        with self.engine.connect() as conn:
+            return conn.execute(query, {"name": f"adamtune-{job_id}"}).first() is not None
 
     def wait_running_trial(
         self, job_id: str, worker: str, younger_than: float, timeout: float = 90.0

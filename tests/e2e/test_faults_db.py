@@ -91,7 +91,7 @@ def test_worker_reconnects_after_postgres_drops_its_connections(
     faults: FaultService, store: Store
 ) -> None:
     """pg_terminate_backend on every worker connection, three times: the job still completes."""
-    trials_total = 6
+    trials_total = 5
     app = "adamtune-fault-worker"
     faults.start_api()
     worker = faults.start_worker(

@@ -46,7 +46,7 @@ def by_number(trials: list) -> dict:
 
 def test_kill9_mid_trial_is_rerun_by_another_worker(faults: FaultService, store: Store) -> None:
     """kill -9 in a trial: after the grace period another worker re-runs it, budget exact."""
-    trials_total, steps = 5, 60  # a trial lasts >= 1.5 s: the kill lands in its middle
+    trials_total, steps = 4, 60  # a trial lasts >= 1.5 s: the kill lands in its middle
     faults.start_api()
     faults.start_worker("worker-a")
     with faults.client() as client:
