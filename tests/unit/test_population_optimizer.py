@@ -38,17 +38,28 @@ MIXED_CONFIGS = [
 ]
 
 
+CUDA = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+)
+
+
 def train_stacked(
-    workload: Workload, configs: list[OptimConfig], steps: int, grad_clip: float | None = None
+    workload: Workload,
+    configs: list[OptimConfig],
+    steps: int,
+    grad_clip: float | None = None,
+    device: str = "cpu",
 ) -> StackedModel:
     """The population maths alone: stacked forward/backward, clipping, vectorised update."""
-    stacked = StackedModel(workload.make_model(SEED), len(configs), workload.loss)
+    model = workload.make_model(SEED).to(device)
+    stacked = StackedModel(model, len(configs), workload.loss)
     optimizer = VectorisedAdam(
         stacked.flat, stacked.n_decay, MemberHyperparameters.from_configs(configs)
     )
     batches = workload.train_batches(SEED)
     for step in range(steps):
-        _, grad = stacked.loss_and_grad(*next(batches))
+        inputs, targets = next(batches)
+        _, grad = stacked.loss_and_grad(inputs.to(device), targets.to(device))
         if grad_clip is not None:
             clip_grad_norm_rows_(grad, grad_clip)
         optimizer.step(grad, optimizer.hyper.lr_at(step, steps))
@@ -56,17 +67,21 @@ def train_stacked(
 
 
 def train_reference(
-    workload: Workload, cfg: OptimConfig, steps: int, grad_clip: float | None = None
+    workload: Workload,
+    cfg: OptimConfig,
+    steps: int,
+    grad_clip: float | None = None,
+    device: str = "cpu",
 ) -> nn.Module:
     """One trial with torch.optim, built the way every single trial is built."""
-    model = workload.make_model(SEED)
+    model = workload.make_model(SEED).to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
     batches = workload.train_batches(SEED)
     for _ in range(steps):
         inputs, targets = next(batches)
         optimizer.zero_grad()
-        workload.loss(model(inputs), targets).backward()
+        workload.loss(model(inputs.to(device)), targets.to(device)).backward()
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -87,7 +102,7 @@ def assert_member_matches(
     sign depends on the summation order of the matmul. ``skip`` names such slices.
     """
     for name, expected in reference.named_parameters():
-        got, want = stacked.params[name][row], expected.detach()
+        got, want = stacked.params[name][row].cpu(), expected.detach().cpu()
         if skip and name in skip:
             keep = torch.ones(want.shape[0], dtype=torch.bool)
             keep[skip[name]] = False
@@ -106,12 +121,14 @@ def key_bias_slices(model: nn.Module) -> dict[str, slice]:
     }
 
 
-def test_mixed_adam_and_adamw_members_each_match_torch_optim() -> None:
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_mixed_adam_and_adamw_members_each_match_torch_optim(device: str) -> None:
     workload = get("digits_mlp")
     steps = 20
-    stacked = train_stacked(workload, MIXED_CONFIGS, steps)
+    stacked = train_stacked(workload, MIXED_CONFIGS, steps, device=device)
     for row, cfg in enumerate(MIXED_CONFIGS):
-        assert_member_matches(stacked, row, train_reference(workload, cfg, steps))
+        reference = train_reference(workload, cfg, steps, device=device)
+        assert_member_matches(stacked, row, reference)
 
 
 def test_gradient_clipping_is_per_member_like_clip_grad_norm() -> None:
@@ -168,6 +185,9 @@ def test_vectorised_adamw_decouples_decay_for_every_member() -> None:
         optimizer.step(grad, hyper.lr_at(step, 5))
     as_adamw = OptimConfig(optimizer="adamw", lr=1e-3, weight_decay=0.1)
     assert_member_matches(stacked, 0, train_reference(workload, as_adamw, 5))
+    member = workload.make_model(0)
+    member.load_state_dict(stacked.member_state_dict(0))  # a member leaves as a plain model
+    assert torch.equal(member[0].weight, stacked.params["0.weight"][0])
 
 
 def test_unknown_optimizer_or_schedule_names_the_member_and_the_choices() -> None:
