@@ -34,6 +34,8 @@ class JobContext:
     partial_best: int | None = None  # best trial number of the last partial recommendation
     partial_at: float = 0.0  # time.monotonic() when this worker last wrote one
     reaped_at: float = 0.0  # time.monotonic() when this worker last failed stale trials
+    finished_seen: int = 0  # finished trials at this worker's last count
+    progress_pending: bool = False  # trials told since this worker last wrote progress
 
     @property
     def lr_range(self) -> dict[str, float] | None:

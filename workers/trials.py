@@ -86,24 +86,33 @@ class TrialRunner:
                 return BUSY if grant.searching else NOTHING
             if grant.took_over:
                 self._adopt_orphans(ctx)
-            reap_due = time.monotonic() - ctx.reaped_at > self.runtime.timing.heartbeat_interval
-            if reap_due:
-                self._reap(ctx)
-            trials = ctx.study.get_trials(deepcopy=False)
-            count = budget.count(trials, ctx.total)
-            if count.owed == 0 and count.running > 0 and not reap_due:
-                self._reap(ctx)
-                trials = ctx.study.get_trials(deepcopy=False)
-                count = budget.count(trials, ctx.total)
+            trials, count = self._count(ctx)
             if count.done or count.exhausted:
+                ctx.progress_pending = False
                 return FINALISED if self.finalise(ctx, trials, count) else NOTHING
-            if count.owed == 0:
-                return NOTHING
             asked = [self._ask(ctx) for _ in range(min(most, count.owed))]
+        if ctx.progress_pending:  # the trials this worker told last, recorded outside the lock
+            self.record_progress(ctx, trials, count)
+        if not asked:
+            return NOTHING
         numbers = ", ".join(str(t.number) for t in asked)
         log.info("job %s: trial %s started (%d/%d finished)", ctx.job_id, numbers,
                  count.finished, ctx.total)
         return asked
+
+    def _count(self, ctx: JobContext) -> tuple[list[FrozenTrial], budget.BudgetCount]:
+        """The study's trials and budget, after reaping stale trials when due."""
+        reap_due = time.monotonic() - ctx.reaped_at > self.runtime.timing.heartbeat_interval
+        if reap_due:
+            self._reap(ctx)
+        trials = ctx.study.get_trials(deepcopy=False)
+        count = budget.count(trials, ctx.total)
+        if count.owed == 0 and count.running > 0 and not reap_due:
+            self._reap(ctx)
+            trials = ctx.study.get_trials(deepcopy=False)
+            count = budget.count(trials, ctx.total)
+        ctx.finished_seen = count.finished
+        return trials, count
 
     def _reap(self, ctx: JobContext) -> None:
         """Fail the job's stale trials (re-enqueued by the storage's retry callback)."""
@@ -198,7 +207,9 @@ class TrialRunner:
                          f": {outcome.reason}" if outcome.reason else "")
         finally:
             self.heartbeat.watch(ctx.job_id)
-        self.after_trials(ctx)
+        ctx.progress_pending = True
+        if self.stopping.is_set() or ctx.finished_seen + len(trials) >= ctx.total:
+            self.after_trials(ctx)  # no next hand-out to carry it, or the budget may be spent
 
     def _evaluate(
         self, ctx: JobContext, trials: list[optuna.Trial], evaluate_batch: BatchEvaluator | None
@@ -260,12 +271,24 @@ class TrialRunner:
 
     # ------------------------------------------------------------------ progress
     def after_trials(self, ctx: JobContext) -> None:
-        """Record progress and a partial recommendation, or finalise when the budget is spent."""
+        """Record progress and a partial recommendation, or finalise when the budget is spent.
+
+        Usually the worker's next hand-out does this with the trials it reads anyway (one
+        read of the study fewer per trial); this is for when there is no next hand-out.
+        """
         trials = ctx.study.get_trials(deepcopy=False)
         count = budget.count(trials, ctx.total)
         if count.done or count.exhausted:
+            ctx.progress_pending = False
             self.finalise(ctx, trials, count)
             return
+        self.record_progress(ctx, trials, count)
+
+    def record_progress(
+        self, ctx: JobContext, trials: Sequence[FrozenTrial], count: budget.BudgetCount
+    ) -> None:
+        """Write the job's progress and, when it changed, a partial recommendation."""
+        ctx.progress_pending = False
         partial = self.partial_recommendation(ctx, trials)
         progress = progress_of(ctx, trials, count)
         with transaction(self.runtime.sessions) as s:
