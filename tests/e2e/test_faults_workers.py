@@ -16,6 +16,7 @@ import re
 import signal
 import time
 from datetime import datetime
+from typing import Any
 
 import pytest
 from optuna.trial import TrialState
@@ -32,6 +33,7 @@ from tests.e2e.faults_harness import (
     store_fixture,  # noqa: F401 - the store fixture
 )
 from tests.e2e.harness import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, wait_until
+from tuner.client import Client
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +58,9 @@ def test_kill9_mid_trial_is_rerun_by_another_worker(faults: FaultService, store:
         faults.start_worker("worker-b")
         job = client.wait(job_id, timeout=JOB_TIMEOUT_S, poll=0.5)
         rec = client.recommendation(job_id)
+        dead = wait_until(lambda: _worker_if(client, "worker-a", "lost"), 30, "worker-a lost")
 
+    assert not dead["alive"]  # GET /v1/workers shows the crash
     assert job["status"] == "completed", job
     assert job["progress"]["trials_completed"] == trials_total
     assert rec["final"] is True
@@ -68,6 +72,12 @@ def test_kill9_mid_trial_is_rerun_by_another_worker(faults: FaultService, store:
     assert rerun.user_attrs["worker_id"] == "worker-b"
     assert rerun.params == killed.params
     assert_exact_budget(trials, trials_total)
+
+
+def _worker_if(client: Client, worker_id: str, status: str) -> dict[str, Any] | None:
+    """The worker's row in GET /v1/workers if it has ``status``."""
+    rows = client._json("GET", "/v1/workers")["data"]
+    return next((w for w in rows if w["id"] == worker_id and w["status"] == status), None)
 
 
 def test_kill9_during_sweep_another_worker_takes_it_over(
