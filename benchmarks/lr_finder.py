@@ -159,7 +159,7 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, object]:
     grid_seeds = list(range(args.grid_seeds))
     grid = np.logspace(math.log10(GRID_RANGE[0]), math.log10(GRID_RANGE[1]), args.grid_points)
     start = time.perf_counter()
-    grid_loss = final_losses(workload, grid, grid_seeds, args.steps)
+    grid_loss = final_losses(workload, grid.tolist(), grid_seeds, args.steps)
     best = int(np.argmin(grid_loss))
     rules = suggestions_for(workload, range(args.sweep_seeds))
     flat = [lr for r in rules.values() for lr in r.suggestions]

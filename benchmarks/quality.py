@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     torch.set_num_threads(1)  # every method alike; a shared 2-core machine
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # tables as they come
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # tables as they come
     if args.from_json:
         report_saved(args.from_json, None if args.no_plots else args.img_dir)
         return 0
