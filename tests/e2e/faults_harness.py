@@ -96,7 +96,8 @@ class FaultService(Service):
 
     def __init__(self, database_url: str, log_dir: Path, site: Path):
         super().__init__(database_url, log_dir)
-        self.children.env["PYTHONPATH"] = str(install_fault_workloads(site))
+        paths = [str(install_fault_workloads(site)), self.children.env.get("PYTHONPATH", "")]
+        self.children.env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
 
     def kill(self, name: str) -> int:
         """``kill -9`` a child and wait for it; returns its exit code (-9)."""
