@@ -69,26 +69,6 @@ def test_workers_exit_zero_on_sigterm_when_idle(service: Service) -> None:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_sigterm_hands_the_running_trial_back(service: Service) -> None:
-    service.start_api()
-    service.start_worker("first")
-    slow = {"workload": "digits_mlp", "budget": {"trials": 2, "steps_per_trial": 2000,
-                                                 "eval_every": 1000}, "sweep": {"steps": 20}}
-    with service.client() as client:
-        job = client.submit(slow)
-        service.wait_for_log("first", "trial 0 started", timeout=90)
-        service.signal("first", signal.SIGTERM)
-        assert service.wait_exit("first", timeout=30) == 0
-        assert "trial 0 handed back" in service.log("first")
-        service.start_worker("second")
-        job = client.wait(job["id"], timeout=JOB_TIMEOUT_S, poll=0.5)
-    assert job["status"] == "completed", job
-    states = service.study_states(job["id"])
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 2
-    assert states.count(TrialState.FAIL) == 1  # the handed-back trial, re-run by "second"
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_up_starts_everything_and_stops_on_ctrl_c(migrated_url: str, tmp_path: Path) -> None:
     port = free_port()
     env = {**CHILD_ENV, "ADAMTUNE_DATABASE_URL": migrated_url}
