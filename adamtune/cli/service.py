@@ -158,6 +158,13 @@ def _local_auth_env(host: str) -> dict[str, str]:
     return {"ADAMTUNE_AUTH": "disabled"}
 
 
+def _cpu_threads_env(device: str, workers: int) -> dict[str, str]:
+    """CPU workers on one machine share its cores instead of each spinning on all of them."""
+    if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
+
+
 def _dashboard_port(api_port: int) -> int:
     return api_port + 1 if port_is_free(api_port + 1) else free_port()
 
@@ -168,7 +175,8 @@ def start_service(
     """Start the API, ``workers`` workers and the dashboard; return their URLs once up."""
     api = children.start("api", adamtune_command("api", "--host", host, "--port", str(port)))
     for i in range(workers):
-        children.start(f"worker-{i}", adamtune_command("worker", "--device", device))
+        children.start(f"worker-{i}", adamtune_command("worker", "--device", device),
+                       env=_cpu_threads_env(device, workers))
     urls = {"api": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs"}
     dash_port = _dashboard_port(port)
     dash = dashboard_command(url, host, dash_port)
