@@ -110,6 +110,22 @@ def test_compaction_drops_pruned_rows_and_keeps_survivors_exact() -> None:
     assert torch.equal(full.optimizer.max_exp_avg_sq, alone.optimizer.max_exp_avg_sq)
 
 
+def test_pruning_the_last_amsgrad_member_drops_the_running_max() -> None:
+    kwargs = dict(
+        total_steps=10,
+        eval_every=5,
+        seed=SEED,
+        device=torch.device("cpu"),
+        grad_clip=None,
+        divergence_factor=10.0,
+        collect_diagnostics=False,
+    )
+    run = PopulationRun(get("regression_mlp"), CONFIGS, **kwargs)  # type: ignore[arg-type]
+    assert run.optimizer.max_exp_avg_sq is not None
+    run.run(lambda step, values: [i == 2 for i in range(3)], None)  # CONFIGS[2]: amsgrad
+    assert run.alive == [0, 1] and run.optimizer.max_exp_avg_sq is None
+
+
 def test_prune_waits_for_each_members_warmup_and_never_hits_the_last_step() -> None:
     seen: list[tuple[int, list[float | None]]] = []
     configs = [OptimConfig(lr=1e-3), OptimConfig(lr=1e-3, warmup_steps=12), OptimConfig(lr=2e-3)]

@@ -124,7 +124,6 @@ class VectorisedAdam:
         self._one_minus_beta2 = self.column(1.0 - h.beta2)
         self._eps = self.column(h.eps)
         self._amsgrad_rows = h.amsgrad.unsqueeze(1).to(self.params.device)
-        self._any_amsgrad = bool(h.amsgrad.any())
         self._all_amsgrad = bool(h.amsgrad.all())
         self._scratch = torch.empty_like(self.params)
         self._denom = torch.empty_like(self.params)
@@ -175,9 +174,11 @@ class VectorisedAdam:
         self.params = params
         self.exp_avg = self.exp_avg.index_select(0, rows)
         self.exp_avg_sq = self.exp_avg_sq.index_select(0, rows)
-        if self.max_exp_avg_sq is not None:
-            self.max_exp_avg_sq = self.max_exp_avg_sq.index_select(0, rows)
         self.hyper = self.hyper.select(rows)
+        if self.max_exp_avg_sq is not None and bool(self.hyper.amsgrad.any()):
+            self.max_exp_avg_sq = self.max_exp_avg_sq.index_select(0, rows)
+        else:  # no amsgrad member left: stop paying for the running max
+            self.max_exp_avg_sq = None
         self._set_constants()
 
 
