@@ -133,6 +133,10 @@ class TrialPublic(BaseModel):
     device: str | None
     reason: str | None = Field(description="why a trial was pruned or failed")
     role: str | None = Field(description="baseline, sweep_suggestion (the seeded trials) or search")
+    steps: int | None = Field(None, description="optimizer steps the trial took, once finished")
+    population: int | None = Field(
+        None, description="trials trained together with this one as a population (None: alone)"
+    )
     datetime_start: datetime | None
     datetime_complete: datetime | None
 

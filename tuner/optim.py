@@ -40,7 +40,9 @@ class OptimConfig:
         return asdict(self)
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool = False) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, weight_decay: float, decay_1d: bool = False
+) -> list[dict[str, Any]]:
     """Two groups: matrices (decayed) and 1-D parameters (biases, norm weights: not decayed)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -58,19 +60,25 @@ def fused_supported(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, decay_1d: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, decay_1d: bool = False
+) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, decay_1d)
     device = next(model.parameters()).device
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
     if cls is None:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'adamw'")
-    kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, amsgrad=cfg.amsgrad)
+    kwargs: dict[str, Any] = dict(
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, amsgrad=cfg.amsgrad
+    )
     if fused_supported(device):
         kwargs["fused"] = True  # one kernel for every parameter: much faster on GPU
     return cls(groups, **kwargs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
+) -> LambdaLR:
     fn = partial(
         lr_multiplier,
         total_steps=total_steps,

@@ -22,7 +22,9 @@ def decay_progress(step: int, warmup_steps: int, total_steps: int) -> float:
     return min(1.0, max(0.0, (step - warmup_steps) / span))
 
 
-def lr_multiplier(step: int, *, total_steps: int, warmup_steps: int, schedule: str, floor: float = 0.0) -> float:
+def lr_multiplier(
+    step: int, *, total_steps: int, warmup_steps: int, schedule: str, floor: float = 0.0
+) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":

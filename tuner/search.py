@@ -199,6 +199,7 @@ def thin_curve(
 def record_result(trial: optuna.Trial, result: TrialResult) -> None:
     """Store how the trial ended in its user attrs: outcome, curve, reason, diagnostics."""
     trial.set_user_attr("outcome", result.state)
+    trial.set_user_attr("steps", result.steps)
     trial.set_user_attr("curve", thin_curve(result.curve))
     if result.reason is not None:
         trial.set_user_attr("reason", result.reason)
@@ -250,8 +251,8 @@ def evaluate_trials(
     device: str | torch.device = "cpu",
     should_stop: Callable[[], bool] | None = None,
 ) -> list[TrialOutcome]:
-    """Evaluate several asked trials, one after the other. The population trainer provides a
-    drop-in replacement with this signature that trains them at once."""
+    """Evaluate several asked trials, one after the other.
+    :func:`tuner.population.evaluate_population` trains them at once instead."""
     return [
         evaluate_trial(t, workload, spec, space, device=device, should_stop=should_stop)
         for t in trials

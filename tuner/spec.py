@@ -65,7 +65,9 @@ class PositiveRange(Range):
     @model_validator(mode="after")
     def _positive(self) -> PositiveRange:
         if self.low <= 0:
-            raise ValueError(f"low must be > 0 (got {self.low}); this range is searched on a log scale")
+            raise ValueError(
+                f"low must be > 0 (got {self.low}); this range is searched on a log scale"
+            )
         return self
 
 
@@ -117,7 +119,9 @@ class SearchSpace(_Strict):
     @model_validator(mode="after")
     def _warmup_below_one(self) -> SearchSpace:
         if self.warmup_fraction is not None and self.warmup_fraction.high > 0.9:
-            raise ValueError("warmup_fraction.high must be <= 0.9: warmup must leave steps to train")
+            raise ValueError(
+                "warmup_fraction.high must be <= 0.9: warmup must leave steps to train"
+            )
         return self
 
 
@@ -154,9 +158,13 @@ class JobSpec(_Strict):
     budget: Budget = Field(default_factory=Budget)
     search: SearchSpace = Field(default_factory=SearchSpace)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
-    population: int = Field(default=1, ge=1, le=MAX_POPULATION, description="trials trained at once")
+    population: int = Field(
+        default=1, ge=1, le=MAX_POPULATION, description="trials trained at once"
+    )
     grad_clip: float | None = Field(default=None, gt=0)
-    lr_floor: float = Field(default=0.0, ge=0, lt=1, description="decay floor, a fraction of peak lr")
+    lr_floor: float = Field(
+        default=0.0, ge=0, lt=1, description="decay floor, a fraction of peak lr"
+    )
 
     @field_validator("workload", mode="before")
     @classmethod

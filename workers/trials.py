@@ -10,12 +10,11 @@ budget spent finalises the job, exactly once.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +25,7 @@ from tuner import recommend, search
 from tuner.db import claims
 from tuner.db.claims import LockGrant, LockRefused, Progress
 from tuner.db.engine import transaction
+from tuner.population import PopulationInterrupted, evaluate_population
 from tuner.train import TrialInterrupted
 from workers import budget
 from workers.context import ContextCache, JobContext
@@ -39,17 +39,6 @@ RAN, FINALISED, NOTHING, BUSY = "ran", "finalised", "nothing", "busy"
 REASON_ATTR = "reason"  # the key tuner.search records a trial's reason under
 PARTIAL_REFRESH_S = 30.0
 HAND_BACK_WAIT_S = 5.0  # the search lock is held for milliseconds; wait that long at most
-
-BatchEvaluator = Callable[..., list[search.TrialOutcome]]
-
-
-def population_evaluator() -> tuple[BatchEvaluator | None, tuple[type[BaseException], ...]]:
-    """The population trainer's batch evaluator and its interrupt exception, if installed."""
-    module = importlib.import_module("tuner.population")
-    interrupted = getattr(module, "PopulationInterrupted", None)
-    extra = (interrupted,) if isinstance(interrupted, type) else ()
-    return getattr(module, "evaluate_population", None), extra
-
 
 class TrialRunner:
     """Runs the trials of searching jobs for one worker."""
@@ -183,11 +172,9 @@ class TrialRunner:
         """Train the trials, tell their outcomes, record progress (or hand them back)."""
         assert self.heartbeat is not None
         self.heartbeat.watch(ctx.job_id, trial_ids=tuple(t._trial_id for t in trials))
-        evaluate_batch, population_interrupted = population_evaluator()
-        interrupts: tuple[type[BaseException], ...] = (TrialInterrupted, *population_interrupted)
         try:
-            outcomes = self._evaluate(ctx, trials, evaluate_batch)
-        except interrupts as exc:
+            outcomes = self._evaluate(ctx, trials)
+        except (TrialInterrupted, PopulationInterrupted) as exc:
             self._interrupted(ctx, trials, int(getattr(exc, "step", 0)))
             return
         except TRANSIENT_ERRORS as exc:
@@ -211,15 +198,11 @@ class TrialRunner:
         if self.stopping.is_set() or ctx.finished_seen + len(trials) >= ctx.total:
             self.after_trials(ctx)  # no next hand-out to carry it, or the budget may be spent
 
-    def _evaluate(
-        self, ctx: JobContext, trials: list[optuna.Trial], evaluate_batch: BatchEvaluator | None
-    ) -> list[search.TrialOutcome]:
-        device = self.runtime.identity.device
-        if len(trials) > 1 and evaluate_batch is not None:
-            return evaluate_batch(trials, ctx.workload, ctx.spec, ctx.space, device=device,
-                                  should_stop=self.should_stop)
-        return search.evaluate_trials(trials, ctx.workload, ctx.spec, ctx.space, device=device,
-                                      should_stop=self.should_stop)
+    def _evaluate(self, ctx: JobContext, trials: list[optuna.Trial]) -> list[search.TrialOutcome]:
+        """One at a time, or as a population (which falls back itself where it cannot vmap)."""
+        evaluate = evaluate_population if len(trials) > 1 else search.evaluate_trials
+        return evaluate(trials, ctx.workload, ctx.spec, ctx.space,
+                        device=self.runtime.identity.device, should_stop=self.should_stop)
 
     def _fail(self, ctx: JobContext, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr(REASON_ATTR, reason)

@@ -13,21 +13,37 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("ADAMTUNE_URL", DEFAULT_URL), help="API base URL (env ADAMTUNE_URL)")
-    p.add_argument("--api-key", default=os.environ.get("ADAMTUNE_API_KEY"), help="API key (env ADAMTUNE_API_KEY)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("ADAMTUNE_URL", DEFAULT_URL),
+        help="API base URL (env ADAMTUNE_URL)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ADAMTUNE_API_KEY"),
+        help="API key (env ADAMTUNE_API_KEY)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adamtune", description="Tune Adam/AdamW hyperparameters.")
+    parser = argparse.ArgumentParser(
+        prog="adamtune", description="Tune Adam/AdamW hyperparameters."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("tune", help="tune a job file in this process, no server")
     p.add_argument("file", help="job file (YAML or JSON), the shape of POST /v1/jobs")
-    p.add_argument("--json", action="store_true", help="print only the recommendation JSON on stdout")
+    p.add_argument(
+        "--json", action="store_true", help="print only the recommendation JSON on stdout"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda:N")
-    p.add_argument("--population", type=int, default=None, help="train K trials at once (overrides the file)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL to keep the study (default: in memory)")
+    p.add_argument(
+        "--population", type=int, default=None, help="train K trials at once (overrides the file)"
+    )
+    p.add_argument(
+        "--storage", default=None, help="Optuna storage URL to keep the study (default: in memory)"
+    )
     p.set_defaults(module="tune")
 
     p = sub.add_parser("api", help="run the REST API")
@@ -37,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a worker that claims and runs jobs")
     p.add_argument("--device", default="cpu", help="cpu or cuda:N")
-    p.add_argument("--population", type=int, default=None, help="train K trials at once (default: the job's)")
+    p.add_argument(
+        "--population", type=int, default=None, help="train K trials at once (default: the job's)"
+    )
     p.add_argument("--worker-id", default=None, help="stable id (default: host-pid)")
     p.set_defaults(module="service", func_name="run_worker")
 
@@ -48,14 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(module="service", func_name="run_up")
 
-    p = sub.add_parser("demo", help="start the service on SQLite, tune the digits job, print the result")
+    p = sub.add_parser(
+        "demo", help="start the service on SQLite, tune the digits job, print the result"
+    )
     p.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     p.add_argument("--keep", action="store_true", help="keep the service running afterwards")
     p.set_defaults(module="service", func_name="run_demo")
 
     p = sub.add_parser("submit", help="submit a job file to the API")
     p.add_argument("file")
-    p.add_argument("--watch", action="store_true", help="show progress until done, then the recommendation")
+    p.add_argument(
+        "--watch", action="store_true", help="show progress until done, then the recommendation"
+    )
     p.add_argument("--idempotency-key", default=None)
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_submit")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -43,19 +42,12 @@ def _check_device(device: str) -> str | None:
 
 
 def _population_evaluator(spec: JobSpec) -> Any:
-    """The population trainer's batch evaluator, or None (one trial at a time)."""
+    """The population trainer's batch evaluator for ``population`` > 1, else None."""
     if spec.population <= 1:
         return None
-    try:
-        module = importlib.import_module("tuner.population")
-        return module.evaluate_population
-    except (ImportError, AttributeError):
-        print(
-            f"adamtune tune: population training (population={spec.population}) is not available "
-            "in this version; running trials one at a time",
-            file=sys.stderr,
-        )
-        return None
+    from tuner.population import evaluate_population
+
+    return evaluate_population
 
 
 class _ProgressPrinter:

@@ -60,6 +60,25 @@ def test_two_workers_share_a_job_to_completion(service: Service) -> None:
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
 
 
+def test_a_population_worker_trains_asked_trials_together(service: Service) -> None:
+    service.start_api()
+    service.start_worker("pop", "--population", "3")
+    with service.client() as client:
+        body = {**JOB, "name": "e2e-population", "budget": {**JOB["budget"], "trials": 7}}
+        job = client.submit(body)
+        job = client.wait(job["id"], timeout=JOB_TIMEOUT_S, poll=0.5)
+        assert job["status"] == "completed", job
+        trials = client.trials(job["id"])
+        rec = client.recommendation(job["id"])
+
+    finished = [t for t in trials if t["state"] in ("complete", "pruned")]
+    assert len(finished) == 7 and rec["final"] is True
+    assert [t["population"] for t in finished] == [3, 3, 3, 3, 3, 3, None]  # 7 = 3 + 3 + 1
+    assert all(t["steps"] is not None and t["steps"] <= 40 for t in finished)
+    searched = [tuple(sorted(t["params"].items())) for t in finished if t["params"]]
+    assert len(set(searched)) == len(searched)
+
+
 def test_workers_exit_zero_on_sigterm_when_idle(service: Service) -> None:
     service.start_worker("idle")
     service.wait_for_log("idle", "registered", timeout=60)

@@ -2,7 +2,9 @@
 
 Workers record who ran a trial in its user attributes (``worker_id``, ``device``) and,
 for pruned or failed trials, why (``reason``); the first trials carry a ``role``
-(the untuned baseline, the sweep's suggestion).
+(the untuned baseline, the sweep's suggestion); ``steps`` is how many optimizer steps a
+finished trial took, ``population`` how many trials trained together with it as one
+vmapped population (absent when it trained alone).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class TrialRecord:
     device: str | None
     reason: str | None
     role: str | None
+    steps: int | None
+    population: int | None
     datetime_start: datetime | None
     datetime_complete: datetime | None
 
@@ -48,6 +52,8 @@ def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         device=attrs.get("device"),
         reason=attrs.get("reason"),
         role=attrs.get("role"),
+        steps=attrs.get("steps"),
+        population=attrs.get("population"),
         datetime_start=_utc(trial.datetime_start),
         datetime_complete=_utc(trial.datetime_complete),
     )

@@ -4,9 +4,11 @@
 and returns one result per member, each equal (within float rounding) to a separate
 ``torch.optim`` trial with the same seed. ``can_vmap(workload)`` says whether a workload
 can be trained this way; where it cannot, train its trials one at a time.
+``evaluate_population(trials, workload, spec, space, ...)`` does that for asked Optuna trials.
 """
 
 from tuner.population.diagnostics import effective_step_diagnostics
+from tuner.population.evaluate import evaluate_population, population_support
 from tuner.population.optimizer import MemberHyperparameters, VectorisedAdam, VectorisedAdamW
 from tuner.population.stacked import StackedModel, can_vmap
 from tuner.population.trainer import (
@@ -30,5 +32,7 @@ __all__ = [
     "can_vmap",
     "clip_grad_norm_rows_",
     "effective_step_diagnostics",
+    "evaluate_population",
+    "population_support",
     "train_population",
 ]

@@ -19,7 +19,10 @@ class Workload(Protocol):
     ``train_batches(seed)`` is an endless iterator of CPU ``(inputs, targets)`` batches;
     ``val_batches()`` is a fixed, finite list of CPU batches; ``loss`` is a scalar loss.
     ``vmappable`` says whether the model can be trained as a population under
-    ``torch.func.vmap`` (False for BatchNorm in training mode, dropout, data-dependent control).
+    ``torch.func.vmap``: True for plain layers, attention and LayerNorm (and BatchNorm, whose
+    running statistics vmap handles in torch 2.13); False for dropout or other random ops in
+    ``forward``, ``.item()`` calls and branches on tensor values. ``tuner.population.can_vmap``
+    probes the model too, and a workload that fails the probe trains its trials one at a time.
     """
 
     name: str
@@ -35,7 +38,9 @@ class Workload(Protocol):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
 
 
-def endless_shuffled(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Iterator[Batch]:
+def endless_shuffled(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
+) -> Iterator[Batch]:
     """Endless minibatches of (x, y), reshuffled every epoch by a seeded generator."""
     gen = torch.Generator().manual_seed(seed)
     n = x.shape[0]
@@ -47,4 +52,6 @@ def endless_shuffled(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: in
 
 
 def fixed_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Batch]:
-    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    return [
+        (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)
+    ]

@@ -8,7 +8,7 @@ the entry point is a class (or factory) called with no arguments.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,7 @@ def names() -> list[str]:
     return sorted(_entry_points())
 
 
-@lru_cache(maxsize=None)
+@cache
 def get(name: str) -> Workload:
     eps = _entry_points()
     if name not in eps:

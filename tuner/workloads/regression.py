@@ -32,7 +32,9 @@ class RegressionMLP:
 
     def make_model(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+        return nn.Sequential(
+            nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1)
+        )
 
     def train_batches(self, seed: int) -> Iterator[Batch]:
         x, y, _, _ = self._data

@@ -49,7 +49,8 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
         q, k, v = (z.reshape(b, t, h, d // h).transpose(1, 2) for z in (q, k, v))
         att = (q @ k.transpose(-2, -1)) / math.sqrt(d // h)
-        att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(dim=-1)
+        mask: torch.Tensor = self.mask  # type: ignore[assignment]
+        att = att.masked_fill(~mask[:t, :t], float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(b, t, d)
         x = x + self.proj(y)
         return x + self.mlp(self.ln2(x))
@@ -95,4 +96,6 @@ class TinyTransformerLM:
         return self._val
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return F.cross_entropy(
+            outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
