@@ -21,6 +21,7 @@ from tuner.db.engine import (
     make_engine,
     make_session_factory,
     normalise_url,
+    prepare_optuna_tables,
     transaction,
     upgrade,
 )
@@ -36,10 +37,15 @@ def _shown(url: str) -> str:
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
-    """Apply adamtune's migrations to ADAMTUNE_DATABASE_URL (idempotent)."""
+    """Apply adamtune's migrations and create Optuna's tables in ADAMTUNE_DATABASE_URL.
+
+    Idempotent. Optuna's tables are created here too, not only when the first worker opens
+    a study, so the API's trials and dashboard routes work on a fresh database.
+    """
     url = Settings().database_url
     try:
         upgrade(url)
+        prepare_optuna_tables(url)
     except (SQLAlchemyError, StoreError) as exc:
         first = str(exc).splitlines()[0]
         print(f"error: cannot migrate {_shown(url)}: {first}", file=sys.stderr)

@@ -33,6 +33,7 @@ __all__ = [
     "make_engine",
     "make_session_factory",
     "optuna_storage",
+    "prepare_optuna_tables",
     "transaction",
     "upgrade",
 ]
@@ -151,6 +152,12 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def _optuna_engine_kwargs(url: str) -> dict[str, Any]:
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {"pool_pre_ping": True, "pool_size": POSTGRES_POOL_SIZE}
+
+
 def optuna_storage(
     url: str,
     *,
@@ -162,14 +169,34 @@ def optuna_storage(
     import optuna
 
     url = normalise_url(url)
-    if is_sqlite(url):
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    else:
-        engine_kwargs = {"pool_pre_ping": True, "pool_size": POSTGRES_POOL_SIZE}
     return optuna.storages.RDBStorage(
         url,
-        engine_kwargs=engine_kwargs,
+        engine_kwargs=_optuna_engine_kwargs(url),
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         heartbeat_stale_trial_callback=callback,
     )
+
+
+def prepare_optuna_tables(url: str) -> str:
+    """Create Optuna's tables in the database, or migrate them to this Optuna's schema.
+
+    Idempotent. ``adamtune db upgrade`` runs it so that the API's trials and dashboard
+    routes work on a fresh database before any worker has opened a study. Returns Optuna's
+    schema version.
+    """
+    import optuna
+
+    url = normalise_url(url)
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs=_optuna_engine_kwargs(url), skip_compatibility_check=True
+    )
+    try:
+        if storage.get_current_version() != storage.get_head_version():
+            log.info("migrating Optuna's tables from %s to %s",
+                     storage.get_current_version(), storage.get_head_version())
+            storage.upgrade()
+        return storage.get_current_version()
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
