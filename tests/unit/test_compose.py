@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from adamtune.cli import build_parser
+from tuner.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -72,15 +73,28 @@ def _check_adamtune(args: list[str]) -> None:
 def test_every_command_is_a_real_entry_point(services: dict[str, Any]) -> None:
     built = [name for name, svc in services.items() if "build" in svc or "image" in svc
              and str(svc["image"]).startswith("adamtune")]
-    assert set(built) >= {"migrate", "api", "worker", "dashboard"}
+    assert set(built) >= {"migrate", "api", "worker"}
     scripts = _console_scripts()
     for name in built:
         argv = _argv(services[name])
         assert argv[0] in scripts, f"{name}: {argv[0]} is not an installed console script"
-        if argv[0] == "adamtune":
-            _check_adamtune(argv[1:])
-        else:
-            assert argv[0] == "optuna-dashboard", f"{name} runs {argv[0]}"
+        assert argv[0] == "adamtune", f"{name} runs {argv[0]}"
+        _check_adamtune(argv[1:])
+
+
+def test_only_the_api_is_published_and_it_serves_the_dashboard(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything reachable sits behind the API's keys (docs/security.md): no keyless
+    optuna-dashboard server; the dashboard is the API's own ``/dashboard``."""
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert published == {"api": ["8000:8000"]}
+    assert not any("optuna-dashboard" in " ".join(_argv(svc)) for svc in services.values()
+                   if "build" in svc)
+    for name, value in services["api"]["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    settings = Settings()
+    assert settings.auth == "enabled" and settings.dashboard
 
 
 def test_the_image_entry_point_and_default_command_are_adamtune() -> None:
@@ -103,7 +117,7 @@ def test_services_start_in_order(services: dict[str, Any]) -> None:
     assert services["postgres"]["healthcheck"]["test"]
     assert condition("migrate", "postgres") == "service_healthy"
     assert services["migrate"]["command"] == ["db", "upgrade"]
-    for name in ("api", "worker", "dashboard"):
+    for name in ("api", "worker"):
         assert condition(name, "migrate") == "service_completed_successfully"
     assert condition("worker", "api") == "service_healthy"
     assert services["api"]["healthcheck"]["test"]
@@ -123,4 +137,3 @@ def test_every_process_uses_the_same_database(services: dict[str, Any]) -> None:
     assert len(urls) == 1
     (url,) = urls
     assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
-    assert url in _argv(services["dashboard"])
