@@ -44,7 +44,7 @@ from torch_lr_finder import LRFinder, TrainDataLoaderIter  # noqa: E402
 
 from tuner.lr_range import run_lr_range_test  # noqa: E402
 from tuner.optim import OptimConfig  # noqa: E402
-from tuner.population import train_population  # noqa: E402
+from tuner.population import PopulationMemberResult, train_population  # noqa: E402
 from tuner.spec import SweepSpec  # noqa: E402
 from tuner.workloads import Workload  # noqa: E402
 from tuner.workloads import get as get_workload  # noqa: E402
@@ -119,19 +119,39 @@ def torch_lr_finder_suggestion(workload: Workload, seed: int, spec: SweepSpec) -
 # ---------------------------------------------------------------- training at constant lrs
 
 
-def final_losses(workload: Workload, lrs: Sequence[float], seeds: Sequence[int], steps: int,
-                 ) -> list[float]:
-    """Mean final validation loss of constant-lr Adam at each lr over ``seeds``; inf where any
-    seed diverged. Trained as one population per seed (each member equals a torch.optim run)."""
-    per_seed = []
-    for seed in seeds:
-        configs = [OptimConfig(lr=float(lr)) for lr in lrs]
-        results = train_population(workload, configs, total_steps=steps, eval_every=steps,
-                                   seed=seed, collect_diagnostics=False)
-        per_seed.append([r.value if r.state == "complete" and r.value is not None else math.inf
-                         for r in results])
+def train_on_seeds(workload: Workload, configs: Sequence[OptimConfig], seeds: Sequence[int],
+                   steps: int, grad_clip: float | None = None,
+                   ) -> list[list[PopulationMemberResult]]:
+    """Each config trained for ``steps`` steps on each seed: one population per seed (each
+    member equals a separate torch.optim run); one list of member results per seed."""
+    return [train_population(workload, configs, total_steps=steps, eval_every=steps, seed=seed,
+                             grad_clip=grad_clip, collect_diagnostics=False)
+            for seed in seeds]
+
+
+def mean_losses(per_seed: Sequence[Sequence[PopulationMemberResult]]) -> list[float]:
+    """Mean final validation loss of each member over the seeds; inf where any seed diverged."""
+    finals = [[r.value if r.state == "complete" and r.value is not None else math.inf
+               for r in results] for results in per_seed]
     return [statistics.fmean(col) if all(map(math.isfinite, col)) else math.inf
-            for col in zip(*per_seed, strict=True)]
+            for col in zip(*finals, strict=True)]
+
+
+def final_losses(workload: Workload, lrs: Sequence[float], seeds: Sequence[int], steps: int,
+                 grad_clip: float | None = None) -> list[float]:
+    """Mean final validation loss of constant-lr Adam at each lr over ``seeds``."""
+    configs = [OptimConfig(lr=float(lr)) for lr in lrs]
+    return mean_losses(train_on_seeds(workload, configs, seeds, steps, grad_clip))
+
+
+def lr_grid(points: int) -> list[float]:
+    """``points`` constant lrs, evenly spaced on a log scale over GRID_RANGE."""
+    return np.logspace(math.log10(GRID_RANGE[0]), math.log10(GRID_RANGE[1]), points).tolist()
+
+
+def factor(lr: float, best_lr: float) -> float:
+    """How far ``lr`` is from ``best_lr``, as a factor >= 1 either way."""
+    return max(lr / best_lr, best_lr / lr)
 
 
 @dataclass
@@ -140,7 +160,7 @@ class RuleResult:
     losses: list[float] = field(default_factory=list)
 
     def factors(self, best_lr: float) -> list[float]:
-        return [max(s / best_lr, best_lr / s) for s in self.suggestions]
+        return [factor(s, best_lr) for s in self.suggestions]
 
 
 def suggestions_for(workload: Workload, sweep_seeds: Sequence[int]) -> dict[str, RuleResult]:
@@ -157,17 +177,17 @@ def suggestions_for(workload: Workload, sweep_seeds: Sequence[int]) -> dict[str,
 def run_workload(name: str, args: argparse.Namespace) -> dict[str, object]:
     workload = get_workload(name)
     grid_seeds = list(range(args.grid_seeds))
-    grid = np.logspace(math.log10(GRID_RANGE[0]), math.log10(GRID_RANGE[1]), args.grid_points)
+    grid = lr_grid(args.grid_points)
     start = time.perf_counter()
-    grid_loss = final_losses(workload, grid.tolist(), grid_seeds, args.steps)
+    grid_loss = final_losses(workload, grid, grid_seeds, args.steps)
     best = int(np.argmin(grid_loss))
     rules = suggestions_for(workload, range(args.sweep_seeds))
     flat = [lr for r in rules.values() for lr in r.suggestions]
     losses = final_losses(workload, flat, grid_seeds, args.steps)
     for r in rules.values():
         r.losses, losses = losses[: len(r.suggestions)], losses[len(r.suggestions) :]
-    return {"workload": name, "grid_lrs": grid.tolist(), "grid_losses": grid_loss,
-            "best_lr": float(grid[best]), "best_loss": grid_loss[best],
+    return {"workload": name, "grid_lrs": grid, "grid_losses": grid_loss,
+            "best_lr": grid[best], "best_loss": grid_loss[best],
             "rules": {k: v.__dict__ for k, v in rules.items()},
             "wall_s": time.perf_counter() - start}
 
