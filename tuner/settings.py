@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tuner import spec
 
+DEFAULT_MAX_SWEEP_ATTEMPTS = 3
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADAMTUNE_", extra="ignore")
@@ -21,6 +23,9 @@ class Settings(BaseSettings):
     heartbeat_interval: int = Field(default=10, ge=1)
     grace_period: int = Field(default=30, ge=2)
     poll_interval: float = Field(default=1.0, gt=0)
+    # An LR range test whose worker died (its lease expired) this many times fails the job
+    # instead of being claimed again: a workload that kills its process would loop forever.
+    max_sweep_attempts: int = Field(default=DEFAULT_MAX_SWEEP_ATTEMPTS, ge=1)
 
     # Server-side limits on what a job may ask for.
     max_trials: int = Field(default=1000, ge=2, le=spec.MAX_TRIALS)

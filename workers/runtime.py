@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner.db.engine import make_engine, make_session_factory, optuna_storage
-from tuner.settings import Settings
+from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS, Settings
 from tuner.workloads import registry
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,13 @@ class Identity:
 
 @dataclass(frozen=True)
 class Timing:
-    """Liveness settings: heartbeats, how long silence is tolerated, how often to poll."""
+    """Liveness settings: heartbeats, how long silence is tolerated, how often to poll, and
+    how many abandoned attempts an LR range test gets."""
 
     heartbeat_interval: int
     grace_period: int
     poll_interval: float
+    max_sweep_attempts: int = DEFAULT_MAX_SWEEP_ATTEMPTS
 
     @property
     def sweep_lease(self) -> float:
@@ -111,7 +113,8 @@ class Timing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Timing:
-        return cls(settings.heartbeat_interval, settings.grace_period, settings.poll_interval)
+        return cls(settings.heartbeat_interval, settings.grace_period, settings.poll_interval,
+                   settings.max_sweep_attempts)
 
 
 @dataclass

@@ -159,7 +159,8 @@ class Worker:
         ident = self.runtime.identity
         with transaction(self.runtime.sessions) as s:
             return claims.claim_sweep(s, ident.worker_id, list(ident.workloads),
-                                      self.runtime.timing.sweep_lease)
+                                      self.runtime.timing.sweep_lease,
+                                      self.runtime.timing.max_sweep_attempts)
 
     def _discover_searching(self) -> None:
         with transaction(self.runtime.sessions) as s:

@@ -15,18 +15,18 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tuner import search
-from tuner.db import claims, jobs, recommendations
-from tuner.db.engine import make_engine, make_session_factory, transaction
+from tuner.db import claims, events, jobs, recommendations, sweeps
+from tuner.db.engine import db_now, make_engine, make_session_factory, transaction
 from tuner.db.models import Job, JobEvent
 from tuner.settings import Settings
 from tuner.spec import parse_job
 from workers import budget
 from workers.context import load_context, open_or_create_study
 from workers.heartbeat import HeartbeatThread
-from workers.runtime import Identity, Runtime
+from workers.runtime import Identity, Runtime, Timing
 from workers.trials import BUSY, FINALISED, NOTHING, TrialRunner
 
 LONG_LEASE = 60.0
@@ -112,6 +112,62 @@ def test_an_expired_lease_is_taken_over(sessions: Any) -> None:
     assert "sweep_takeover" in kinds
     job = _job(sessions, job_id)
     assert (job.status, job.sweep_lease_expires_at) == ("searching", None)
+
+
+def _expire_sweep_lease(sessions: Any, job_id: str) -> None:
+    """What a dead sweeper leaves behind: a lease that ran out a minute ago (database clock)."""
+    with transaction(sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id)
+                  .values(sweep_lease_expires_at=db_now(-60)))
+
+
+def test_a_sweep_abandoned_too_often_fails_the_job(sessions: Any) -> None:
+    """Each worker dies mid-sweep (its lease expires); after the limit the job fails, saying
+    how often, by whom and what to check, and nobody claims the sweep again."""
+    job_id = _submit(sessions)
+    for attempt, worker in enumerate(("w1", "w2", "w3"), start=1):
+        with transaction(sessions) as s:
+            job = claims.claim_sweep(s, worker, ["digits_mlp"], LONG_LEASE, max_attempts=3)
+        assert job is not None and job.id == job_id, f"attempt {attempt}"
+        assert (job.sweep_worker_id, job.sweep_attempts) == (worker, attempt)
+        _expire_sweep_lease(sessions, job_id)
+    later = _submit(sessions)  # another job still gets its sweep claimed
+    with transaction(sessions) as s:
+        claimed = claims.claim_sweep(s, "w4", ["digits_mlp"], LONG_LEASE, max_attempts=3)
+    assert claimed is not None and claimed.id == later
+    job = _job(sessions, job_id)
+    assert job.status == "failed" and job.sweep_lease_expires_at is None
+    assert job.finished_at is not None
+    assert job.error is not None
+    assert "abandoned 3 times" in job.error and "ADAMTUNE_MAX_SWEEP_ATTEMPTS=3" in job.error
+    assert "w1, w2, w3" in job.error and "dmesg" in job.error
+    with transaction(sessions) as s:
+        failed = [e for e in events.list_events(s, job_id) if e.kind == "failed"]
+        assert [e.worker_id for e in failed] == ["w4"]
+        # once failed, it is neither claimed nor failed again
+        assert claims.claim_sweep(s, "w5", ["digits_mlp"], LONG_LEASE, max_attempts=3) is None
+        assert sweeps.fail_abandoned_sweeps(s, 3, "w5") == []
+
+
+def test_a_live_last_attempt_may_still_finish(sessions: Any) -> None:
+    """The limit counts abandoned attempts: the last one, while its lease holds, can finish."""
+    job_id = _submit(sessions)
+    assert _claim(sessions, "w1") is not None
+    _expire_sweep_lease(sessions, job_id)
+    with transaction(sessions) as s:
+        job = claims.claim_sweep(s, "w2", ["digits_mlp"], LONG_LEASE, max_attempts=2)
+        assert job is not None and job.sweep_attempts == 2
+        assert claims.claim_sweep(s, "w3", ["digits_mlp"], LONG_LEASE, max_attempts=2) is None
+        assert claims.finish_sweep(s, job_id, "w2")
+    assert _job(sessions, job_id).status == "searching"
+
+
+def test_workers_take_the_sweep_attempt_limit_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Timing.from_settings(Settings()).max_sweep_attempts == 3
+    monkeypatch.setenv("ADAMTUNE_MAX_SWEEP_ATTEMPTS", "5")
+    assert Timing.from_settings(Settings()).max_sweep_attempts == 5
 
 
 def test_claims_only_workloads_the_worker_advertises(sessions: Any) -> None:

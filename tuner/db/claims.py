@@ -21,10 +21,11 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, and_, column, func, or_, select, table, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tuner.db import events, recommendations
+from tuner.db import events, recommendations, sweeps
 from tuner.db.models import Base, Job
 from tuner.db.types import db_now
 from tuner.db.upsert import insert_for
+from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,14 @@ def _is_postgres(s: Session) -> bool:
     return s.get_bind().dialect.name == "postgresql"
 
 
-def _claimable(workloads: list[str]) -> Any:
-    """Queued jobs, or sweeping jobs whose lease expired, of a workload this worker can run."""
-    lease_expired = and_(Job.status == "sweeping", Job.sweep_lease_expires_at < db_now())
+def _claimable(workloads: list[str], max_attempts: int) -> Any:
+    """Queued jobs, or sweeping jobs whose lease expired with attempts left, of a workload
+    this worker can run."""
+    lease_expired = and_(
+        Job.status == "sweeping",
+        Job.sweep_lease_expires_at < db_now(),
+        Job.sweep_attempts < max_attempts,
+    )
     return and_(or_(Job.status == "queued", lease_expired), Job.workload.in_(workloads))
 
 
@@ -81,32 +87,41 @@ def _sweep_values(worker_id: str, lease_seconds: float) -> dict[str, Any]:
         "status": "sweeping",
         "sweep_worker_id": worker_id,
         "sweep_lease_expires_at": db_now(lease_seconds),
+        "sweep_attempts": Job.sweep_attempts + 1,
         "started_at": func.coalesce(Job.started_at, db_now()),
         "updated_at": db_now(),
     }
 
 
 def claim_sweep(
-    s: Session, worker_id: str, workloads: list[str], lease_seconds: float
+    s: Session,
+    worker_id: str,
+    workloads: list[str],
+    lease_seconds: float,
+    max_attempts: int = DEFAULT_MAX_SWEEP_ATTEMPTS,
 ) -> Job | None:
     """Take the oldest queued job (or a sweep whose lease expired) and lease its sweep.
 
     Returns the job, now ``sweeping`` and leased to ``worker_id`` for ``lease_seconds``,
-    or None when there is nothing to claim.
+    or None when there is nothing to claim. Sweeps already abandoned ``max_attempts`` times
+    are failed first (``sweeps.fail_abandoned_sweeps``), never claimed again.
     """
+    for job_id in sweeps.fail_abandoned_sweeps(s, max_attempts, worker_id):
+        log.error("job %s failed: its LR range test was abandoned %d times", job_id,
+                  max_attempts)
     if not workloads:
         return None
     if _is_postgres(s):
-        return _claim_sweep_postgres(s, worker_id, workloads, lease_seconds)
-    return _claim_sweep_cas(s, worker_id, workloads, lease_seconds)
+        return _claim_sweep_postgres(s, worker_id, workloads, lease_seconds, max_attempts)
+    return _claim_sweep_cas(s, worker_id, workloads, lease_seconds, max_attempts)
 
 
 def _claim_sweep_postgres(
-    s: Session, worker_id: str, workloads: list[str], lease_seconds: float
+    s: Session, worker_id: str, workloads: list[str], lease_seconds: float, max_attempts: int
 ) -> Job | None:
     row = s.execute(
         select(Job.id, Job.status, Job.sweep_worker_id)
-        .where(_claimable(workloads))
+        .where(_claimable(workloads, max_attempts))
         .order_by(Job.created_at, Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -123,18 +138,18 @@ def _claim_sweep_postgres(
 
 
 def _claim_sweep_cas(
-    s: Session, worker_id: str, workloads: list[str], lease_seconds: float
+    s: Session, worker_id: str, workloads: list[str], lease_seconds: float, max_attempts: int
 ) -> Job | None:
     rows = s.execute(
         select(Job.id, Job.status, Job.sweep_worker_id)
-        .where(_claimable(workloads))
+        .where(_claimable(workloads, max_attempts))
         .order_by(Job.created_at, Job.id)
         .limit(CLAIM_CANDIDATES)
     ).all()
     for row in rows:
         won = s.execute(
             update(Job)
-            .where(Job.id == row.id, _claimable(workloads))
+            .where(Job.id == row.id, _claimable(workloads, max_attempts))
             .values(**_sweep_values(worker_id, lease_seconds))
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]

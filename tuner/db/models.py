@@ -109,6 +109,7 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     sweep_worker_id: Mapped[str | None] = mapped_column(String(200))
     sweep_lease_expires_at: Mapped[datetime | None]
+    sweep_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
     updated_at: Mapped[datetime] = mapped_column(server_default=db_now(), onupdate=db_now())
     started_at: Mapped[datetime | None]
