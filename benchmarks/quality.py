@@ -203,7 +203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-trials", type=int, help="budget in trials' worth of steps")
     p.add_argument("--population", type=int, default=1,
                    help="adamtune trains this many trials at once (wall time only: the step "
-                        "count is the same; needs tuner.population.evaluate_population)")
+                        "count is the same)")
     p.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
     p.add_argument("--json", type=Path, help="write every run's events here")
     p.add_argument("--no-plots", action="store_true")

@@ -13,7 +13,6 @@ trial) are identical; they differ only in what they sample and whether they prun
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import re
@@ -26,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.lr_range import run_lr_range_test
 from tuner.optim import OptimConfig
+from tuner.population import evaluate_population
 from tuner.search import evaluate_trials, open_study, tell
 from tuner.space import ResolvedSpace, resolve_space
 from tuner.spec import Budget, JobSpec
@@ -140,14 +140,8 @@ Evaluator = Callable[..., list]
 
 
 def _population_evaluator(population: int) -> Evaluator:
-    """The population trainer's batch evaluator where installed and asked for, else one by one."""
-    if population > 1:
-        module = importlib.import_module("tuner.population")
-        found = getattr(module, "evaluate_population", None)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-        log.warning("tuner.population has no evaluate_population: trials run one at a time")
-    return evaluate_trials
+    """The population trainer's batch evaluator for a population, else one trial at a time."""
+    return evaluate_population if population > 1 else evaluate_trials
 
 
 def _spend(
