@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner.db.engine import make_engine, make_session_factory, optuna_storage
+from tuner.db.trials import REASON_ATTR, record_reason_of_finished_trial
 from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS, Settings
 from tuner.workloads import registry
 
@@ -59,13 +61,68 @@ def quiet_optuna_warnings() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
+class RetryStaleTrial:
+    """Re-enqueue a failed trial with the same parameters and record why it failed.
+
+    The storage calls it for every trial that its stale-trial check fails (the worker stopped
+    heartbeating: killed, out of memory, node lost); ``TrialRunner.hand_back`` calls it too.
+    Like Optuna's ``RetryHeartbeatStaleTrialCallback`` (same ``failed_trial`` and
+    ``retry_history`` system attributes, at most ``max_retry`` re-runs), but the retry does
+    not inherit the failed trial's ``reason``, and a trial failed without one gets
+    "its worker W stopped heartbeating; re-run as trial N" for ``GET /v1/jobs/{id}/trials``.
+    """
+
+    def __init__(self, max_retry: int = MAX_STALE_RETRIES):
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        retry = self.enqueue_retry(study, trial)
+        if trial.user_attrs.get(REASON_ATTR) is None:  # hand_back wrote its own reason
+            reason = stale_reason(trial, retry)
+            record_reason_of_finished_trial(rdb_storage(study), trial._trial_id, reason)
+
+    def enqueue_retry(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
+        """The number of the WAITING retry of ``trial``; None once it was re-run max_retry times."""
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return None
+        system_attrs = {"failed_trial": trial.number, **trial.system_attrs,
+                        "retry_history": history}
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k != REASON_ATTR}
+        template = optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=user_attrs, system_attrs=system_attrs,
+        )
+        storage = study._storage
+        trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+        return storage.get_trial_number_from_id(trial_id)
+
+
+def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage:
+    """The RDB storage under a study (which wraps it in Optuna's in-process trial cache)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        raise TypeError(f"expected Optuna's RDBStorage, got {type(storage).__name__}")
+    return storage
+
+
+def stale_reason(trial: FrozenTrial, retry: int | None) -> str:
+    worker = trial.user_attrs.get("worker_id", "(unknown)")
+    stopped = f"its worker {worker} stopped heartbeating"
+    if retry is not None:
+        return f"{stopped}; re-run as trial {retry}"
+    runs = len(trial.system_attrs.get("retry_history", [])) + 1
+    return (f"{stopped}; not re-run: its parameters ran {runs} times and every worker died "
+            "(out of memory? see the workers' logs)")
+
+
 def open_optuna_storage(url: str, timing: Timing, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """Optuna's storage with heartbeats and stale-trial retries.
+    """Optuna's storage with heartbeats and stale-trial retries (:class:`RetryStaleTrial`).
 
     On a fresh database several workers starting at once race to create Optuna's tables;
     the losers get "already exists" and simply try again.
     """
-    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)
+    callback = RetryStaleTrial(MAX_STALE_RETRIES)
 
     def open_storage() -> optuna.storages.RDBStorage:
         return optuna_storage(url, heartbeat_interval=timing.heartbeat_interval,

@@ -47,7 +47,8 @@ def by_number(trials: list) -> dict:
 
 
 def test_kill9_mid_trial_is_rerun_by_another_worker(faults: FaultService, store: Store) -> None:
-    """kill -9 in a trial: after the grace period another worker re-runs it, budget exact."""
+    """kill -9 in a trial: after the grace period another worker re-runs it, budget exact;
+    GET /v1/jobs/{id}/trials says why the killed trial failed and which trial re-ran it."""
     trials_total, steps = 4, 60  # a trial lasts >= 1.5 s: the kill lands in its middle
     faults.start_api()
     faults.start_worker("worker-a")
@@ -58,6 +59,7 @@ def test_kill9_mid_trial_is_rerun_by_another_worker(faults: FaultService, store:
         faults.start_worker("worker-b")
         job = client.wait(job_id, timeout=JOB_TIMEOUT_S, poll=0.5)
         rec = client.recommendation(job_id)
+        shown = {t["number"]: t for t in client.trials(job_id)}
         dead = wait_until(lambda: _worker_if(client, "worker-a", "lost"), 30, "worker-a lost")
 
     assert not dead["alive"]  # GET /v1/workers shows the crash
@@ -71,6 +73,10 @@ def test_kill9_mid_trial_is_rerun_by_another_worker(faults: FaultService, store:
     assert rerun.state in FINISHED_STATES
     assert rerun.user_attrs["worker_id"] == "worker-b"
     assert rerun.params == killed.params
+    assert shown[victim.number]["reason"] == (
+        f"its worker worker-a stopped heartbeating; re-run as trial {rerun.number}"
+    )
+    assert "heartbeating" not in (shown[rerun.number]["reason"] or "")  # not inherited
     assert_exact_budget(trials, trials_total)
 
 
