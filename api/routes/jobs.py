@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep
+from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, job_or_404
 from api.errors import UnprocessableJob, field_error
 from api.schemas import JobPublic, JobsPublic, error_responses
 from tuner import workloads
 from tuner.db import jobs
+from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
 from tuner.settings import Settings
 from tuner.spec import JobSpec
@@ -103,8 +107,15 @@ def list_jobs(
     summary="A job: status, phase, progress",
     responses=error_responses(404),
 )
-def get_job(job: JobDep) -> JobPublic:
-    return JobPublic.of(job)
+async def get_job(job_id: str, request: Request, tenant: CurrentTenant) -> JobPublic:
+    """What clients poll. The read and the conversion run in one thread-pool hop (the
+    ``JobDep`` way costs four: session open and close, the lookup, the route)."""
+    return await run_in_threadpool(_read_job, request.app.state.session_factory, job_id, tenant)
+
+
+def _read_job(session_factory: Callable[[], Session], job_id: str, tenant: str) -> JobPublic:
+    with transaction(session_factory) as session:
+        return JobPublic.of(job_or_404(session, job_id, tenant))
 
 
 @router.post(
