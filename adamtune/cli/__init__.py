@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run the REST API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes on the port (default 1)"
+    )
     p.set_defaults(module="service", func_name="run_api")
 
     p = sub.add_parser("worker", help="run a worker that claims and runs jobs")

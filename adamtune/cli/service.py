@@ -52,16 +52,31 @@ def _settings() -> Any:
 # ---------------------------------------------------------------------------- api
 
 
+API_FACTORY = "api.app:create_app"
+
+
 def run_api(args: argparse.Namespace) -> int:
-    """Serve the REST API (``api.app:create_app``) with uvicorn on ``--host``/``--port``."""
+    """Serve the REST API (``api.app:create_app``) with uvicorn on ``--host``/``--port``.
+
+    ``--workers N`` > 1 runs N uvicorn worker processes on the one socket; each builds its
+    own app (engine, pool) from the same ``ADAMTUNE_*`` environment, checked here first.
+    """
     import uvicorn
 
     from api.app import create_app
 
+    if args.workers < 1:
+        print(f"error: --workers must be >= 1 (got {args.workers})", file=sys.stderr)
+        return EXIT_USAGE
     settings = _settings()
-    app = create_app(settings)
     level = os.environ.get("ADAMTUNE_LOG_LEVEL", "info").lower()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=level, access_log=False)
+    options: dict[str, Any] = {
+        "host": args.host, "port": args.port, "log_level": level, "access_log": False
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:  # uvicorn imports the factory in each worker process
+        uvicorn.run(API_FACTORY, factory=True, workers=args.workers, **options)
     return 0
 
 
