@@ -10,14 +10,16 @@
        check, budget count, ask, heartbeats, tell, progress and partial recommendation).
    Overhead per trial = time per trial - the in-memory time per trial; the ratio is
    adamtune's overhead divided by Optuna's (goal: <= 1.0).
-2. API latency: ``GET /v1/jobs/{id}`` from 50 concurrent clients on loopback against a real
-   ``adamtune api`` process, bounded by a request count and a time limit; p50 and p99.
+2. API latency: ``GET /v1/jobs/{id}`` with an API key (``ADAMTUNE_AUTH=enabled``) from 50
+   concurrent clients on loopback against a real ``adamtune api`` (``--api-workers`` uvicorn
+   processes), bounded by a request count and a time limit; p50 and p99.
 
 Both on SQLite and on PostgreSQL (``ADAMTUNE_BENCH_POSTGRES_URL``, default the test server;
 skipped with a note when unreachable).
 
     python benchmarks/overhead.py            # 3 rounds of 60 trials, 3000 requests per backend
     python benchmarks/overhead.py --quick    # 1 round of 20 trials, 500 requests
+    python benchmarks/overhead.py --api-only --api-workers 1 2   # API latency only
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok  # noqa: E402
 from tuner import recommend, search  # noqa: E402
-from tuner.db import claims, jobs  # noqa: E402
+from tuner.db import claims, jobs, keys  # noqa: E402
 from tuner.db.engine import (  # noqa: E402
     make_engine,
     make_session_factory,
@@ -230,7 +232,12 @@ def heartbeat_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 async def _clients(
-    url: str, requests: int, clients: int, limit_s: float, interval: float | None
+    url: str,
+    requests: int,
+    clients: int,
+    limit_s: float,
+    interval: float | None,
+    headers: dict[str, str],
 ) -> tuple[list[float], list[str]]:
     """``clients`` concurrent clients GET ``url`` until ``requests`` are done or time is up.
 
@@ -243,7 +250,7 @@ async def _clients(
     deadline = time.perf_counter() + limit_s
     remaining = [requests]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=30.0, headers=headers) as http:
 
         async def client(index: int) -> None:
             if interval is not None:
@@ -269,30 +276,38 @@ def _summary(latencies: list[float], errors: list[str], wall: float) -> dict[str
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     return {"requests": len(latencies) + len(errors), "errors": len(errors),
             "p50_ms": 1000 * cuts[49], "p99_ms": 1000 * cuts[98],
-            "requests_per_s": len(latencies) / wall}
+            "requests_per_s": len(latencies) / wall, "load_1m": os.getloadavg()[0]}
 
 
-def api_latency(url: str, requests: int) -> dict[str, dict[str, float]]:
-    """p50/p99 of GET /v1/jobs/{id} from 50 clients against a real ``adamtune api`` process."""
+def api_latency(url: str, requests: int, api_workers: int) -> dict[str, dict[str, float]]:
+    """p50/p99 of GET /v1/jobs/{id}, with a key, from 50 clients against a real ``adamtune
+    api`` (``api_workers`` uvicorn processes; 1: the plain single process)."""
     upgrade(url)
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as s:
-        job_id = jobs.create_job(s, spec=bench_spec(10)).id
+        _, key = keys.create_key(s, "bench")
+        job_id = jobs.create_job(s, spec=bench_spec(10), tenant="bench").id
     engine.dispose()
     port = free_port()
-    env = {"ADAMTUNE_DATABASE_URL": url, "ADAMTUNE_AUTH": "disabled",
+    env = {"ADAMTUNE_DATABASE_URL": url, "ADAMTUNE_AUTH": "enabled",
            "ADAMTUNE_LOG_LEVEL": "WARNING"}
+    headers = {"Authorization": f"Bearer {key}"}
+    command = ["api", "--port", str(port)]
+    if api_workers > 1:
+        command += ["--workers", str(api_workers)]
     results = {}
     with Children(env=env, log_dir=Path(tempfile.mkdtemp(prefix="adamtune-bench-api-"))) as kids:
-        api = kids.start("api", adamtune_command("api", "--port", str(port)))
+        api = kids.start("api", adamtune_command(*command))
         base = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{base}/healthz", 60, [api])
+        wait_http_ok(f"{base}/readyz", 60, [api])
         target = f"{base}/v1/jobs/{job_id}"
-        asyncio.run(_clients(target, CLIENTS, CLIENTS, REQUEST_TIME_LIMIT_S, None))  # warm-up
+        warm_up_clients = CLIENTS * max(1, api_workers)  # every worker process serves some
+        asyncio.run(_clients(target, warm_up_clients, CLIENTS, REQUEST_TIME_LIMIT_S, None,
+                             headers))
         for name, interval in (("polling", POLL_INTERVAL_S), ("saturated", None)):
             start = time.perf_counter()
             latencies, errors = asyncio.run(
-                _clients(target, requests, CLIENTS, REQUEST_TIME_LIMIT_S, interval)
+                _clients(target, requests, CLIENTS, REQUEST_TIME_LIMIT_S, interval, headers)
             )
             results[name] = _summary(latencies, errors, time.perf_counter() - start)
     return results
@@ -301,12 +316,18 @@ def api_latency(url: str, requests: int) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------ report
 
 
-def run_backend(name: str, trials: int, requests: int, repeat: int) -> dict[str, Any]:
-    """Both measurements on a backend, each on a fresh database."""
-    with _fresh(name) as url:
-        result: dict[str, Any] = {"backend": name, **overhead(url, trials, repeat)}
-    with _fresh(name) as url:
-        result["api"] = api_latency(url, requests)
+def run_backend(
+    name: str, trials: int, requests: int, repeat: int, api_workers: list[int], api_only: bool
+) -> dict[str, Any]:
+    """Both measurements on a backend, each on a fresh database (``api_only``: the API's)."""
+    result: dict[str, Any] = {"backend": name}
+    if not api_only:
+        with _fresh(name) as url:
+            result.update(overhead(url, trials, repeat))
+    result["api"] = {}
+    for n in api_workers:
+        with _fresh(name) as url:
+            result["api"][n] = api_latency(url, requests, n)
     return result
 
 
@@ -319,23 +340,37 @@ def _postgres_url() -> str:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
+    if any("trials" in r for r in results):
+        _print_overhead(results)
+    _print_api(results)
+
+
+def _print_overhead(results: list[dict[str, Any]]) -> None:
     print("\nper-trial control-plane overhead (trivial workload, ms per trial, median of rounds)")
     print(f"{'backend':10s} {'trials':>6s} {'in memory':>9s} {'optuna':>9s} {'optuna+hb':>9s} "
           f"{'adamtune':>9s} {'ratio':>6s} {'ratio vs +hb':>12s}")
     for r in results:
+        if "trials" not in r:  # --api-only
+            continue
         print(f"{r['backend']:10s} {r['trials']:6d} {r['in_memory_ms']:9.1f} "
               f"{r['optuna_ms']:9.1f} {r['optuna_hb_ms']:9.1f} {r['adamtune_ms']:9.1f} "
               f"{r['ratio']:6.2f} {r['ratio_heartbeat']:12.2f}")
     print("ratio = (adamtune - in memory) / (optuna - in memory), goal <= 1.0; 'vs +hb': Optuna "
           "with heartbeats and stale-trial retries, the liveness adamtune's workers have")
-    print(f"\nGET /v1/jobs/{{id}}, {CLIENTS} concurrent clients on loopback")
-    print(f"{'backend':10s} {'clients':22s} {'requests':>8s} {'errors':>6s} {'req/s':>7s} "
-          f"{'p50 ms':>7s} {'p99 ms':>7s}")
+
+
+def _print_api(results: list[dict[str, Any]]) -> None:
+    print(f"\nGET /v1/jobs/{{id}} with a key, {CLIENTS} concurrent clients on loopback")
+    print(f"{'backend':10s} {'api procs':>9s} {'clients':22s} {'requests':>8s} {'errors':>6s} "
+          f"{'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'load 1m':>7s}")
     for r in results:
-        for mode, a in r["api"].items():
-            label = f"polling every {POLL_INTERVAL_S:g}s" if mode == "polling" else "back to back"
-            print(f"{r['backend']:10s} {label:22s} {a['requests']:8d} {a['errors']:6d} "
-                  f"{a['requests_per_s']:7.0f} {a['p50_ms']:7.1f} {a['p99_ms']:7.1f}")
+        for workers, modes in r["api"].items():
+            for mode, a in modes.items():
+                label = (f"polling every {POLL_INTERVAL_S:g}s" if mode == "polling"
+                         else "back to back")
+                print(f"{r['backend']:10s} {workers:9d} {label:22s} {a['requests']:8d} "
+                      f"{a['errors']:6d} {a['requests_per_s']:7.0f} {a['p50_ms']:7.1f} "
+                      f"{a['p99_ms']:7.1f} {a['load_1m']:7.2f}")
     print("goal: p99 < 50 ms")
 
 
@@ -347,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="rounds (median); default 3")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--api-only", action="store_true", help="only the API latency part")
+    parser.add_argument("--api-workers", type=int, nargs="+", default=[1], metavar="N",
+                        help="API processes (`adamtune api --workers N`), one run each; default 1")
     args = parser.parse_args(argv)
     trials = args.trials or (20 if args.quick else 60)
     requests = args.requests or (500 if args.quick else 3000)
@@ -362,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend not in (name, "both"):
             continue
         try:
-            results.append(run_backend(name, trials, requests, repeat))
+            results.append(run_backend(name, trials, requests, repeat, args.api_workers,
+                                       args.api_only))
         except Exception as exc:  # an unreachable PostgreSQL must not hide the SQLite figures
             if name != "postgres":
                 raise
