@@ -180,9 +180,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="coarser grid, fewer grid seeds, one search seed")
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    p.add_argument("--grid-points", type=int, help="lrs in the grid (quick 21, full 26)")
     p.add_argument("--json", type=Path, help="write every number to this JSON file")
     args = p.parse_args(argv)
-    args.grid_points, args.grid_seeds, args.search_seeds = (21, 2, 1) if args.quick else (26, 3, 3)
+    points, args.grid_seeds, args.search_seeds = (21, 2, 1) if args.quick else (26, 3, 3)
+    args.grid_points = args.grid_points or points
+    if args.grid_points < 2:
+        p.error(f"--grid-points must be at least 2 (got {args.grid_points})")
     return args
 
 
