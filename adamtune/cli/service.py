@@ -60,10 +60,12 @@ def run_api(args: argparse.Namespace) -> int:
 
     ``--workers N`` > 1 runs N uvicorn worker processes on the one socket; each builds its
     own app (engine, pool) from the same ``ADAMTUNE_*`` environment, checked here first.
+    Connections get ``TCP_NODELAY`` either way (:mod:`api.http_protocol`).
     """
     import uvicorn
 
     from api.app import create_app
+    from api.http_protocol import NAME as HTTP_PROTOCOL
 
     if args.workers < 1:
         print(f"error: --workers must be >= 1 (got {args.workers})", file=sys.stderr)
@@ -71,7 +73,11 @@ def run_api(args: argparse.Namespace) -> int:
     settings = _settings()
     level = os.environ.get("ADAMTUNE_LOG_LEVEL", "info").lower()
     options: dict[str, Any] = {
-        "host": args.host, "port": args.port, "log_level": level, "access_log": False
+        "host": args.host,
+        "port": args.port,
+        "log_level": level,
+        "access_log": False,
+        "http": HTTP_PROTOCOL,
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
