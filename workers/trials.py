@@ -25,6 +25,7 @@ from tuner import recommend, search
 from tuner.db import claims
 from tuner.db.claims import LockGrant, LockRefused, Progress
 from tuner.db.engine import transaction
+from tuner.db.trials import REASON_ATTR
 from tuner.population import PopulationInterrupted, evaluate_population
 from tuner.train import TrialInterrupted
 from workers import budget
@@ -36,7 +37,6 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 
 RAN, FINALISED, NOTHING, BUSY = "ran", "finalised", "nothing", "busy"
-REASON_ATTR = "reason"  # the key tuner.search records a trial's reason under
 PARTIAL_REFRESH_S = 30.0
 HAND_BACK_WAIT_S = 5.0  # the search lock is held for milliseconds; wait that long at most
 
