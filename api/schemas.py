@@ -132,7 +132,9 @@ class TrialPublic(BaseModel):
     worker_id: str | None
     device: str | None
     reason: str | None = Field(description="why a trial was pruned or failed")
-    role: str | None = Field(description="baseline, sweep_suggestion (the seeded trials) or search")
+    role: str | None = Field(
+        description="baseline, sweep_suggestion, schedule_suggestion (the seeded trials) or search"
+    )
     steps: int | None = Field(None, description="optimizer steps the trial took, once finished")
     population: int | None = Field(
         None, description="trials trained together with this one as a population (None: alone)"

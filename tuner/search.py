@@ -28,7 +28,12 @@ from optuna.trial import TrialState
 from tuner.lr_range import SweepResult, run_lr_range_test
 from tuner.optim import OptimConfig
 from tuner.recommend import build_recommendation
-from tuner.space import ResolvedSpace, resolve_space, sweep_suggestion_params
+from tuner.space import (
+    ResolvedSpace,
+    resolve_space,
+    schedule_suggestion_params,
+    sweep_suggestion_params,
+)
 from tuner.spec import JobSpec
 from tuner.train import TrialResult, run_trial
 from tuner.workloads import Workload
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 ROLE_BASELINE = "baseline"
 ROLE_SWEEP = "sweep_suggestion"
+ROLE_SCHEDULE = "schedule_suggestion"
 ROLE_SEARCH = "search"
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -95,7 +101,8 @@ def open_study(
     create: bool,
 ) -> optuna.Study:
     """Create (or load) the job's study. Only the process whose create succeeded enqueues the
-    baseline and the sweep's suggestion, so many processes may call this at once."""
+    first trials (the baseline, the sweep's suggestion at constant lr and, budget allowing,
+    as the mean lr of a decaying schedule), so many processes may call this at once."""
     sampler = make_sampler(spec.seed, n_startup_trials=startup_trials(spec))
     pruner = make_pruner(spec)
     if not create:
@@ -125,8 +132,13 @@ def open_study(
     study.set_user_attr("space", space.to_dict())
     study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
     if lr_range is not None:
-        params = sweep_suggestion_params(space, float(lr_range["suggested"]))
-        study.enqueue_trial(params, user_attrs={"role": ROLE_SWEEP})
+        suggested = float(lr_range["suggested"])
+        study.enqueue_trial(
+            sweep_suggestion_params(space, suggested), user_attrs={"role": ROLE_SWEEP}
+        )
+        scheduled = schedule_suggestion_params(space, suggested)
+        if scheduled is not None and spec.budget.trials >= 3:
+            study.enqueue_trial(scheduled, user_attrs={"role": ROLE_SCHEDULE})
     return study
 
 

@@ -13,6 +13,7 @@ from test_train import LinearWorkload
 from tuner.recommend import NoCompletedTrialsError
 from tuner.search import (
     ROLE_BASELINE,
+    ROLE_SCHEDULE,
     ROLE_SWEEP,
     StudyConflictError,
     config_from_trial,
@@ -25,7 +26,7 @@ from tuner.search import (
     tell,
     thin_curve,
 )
-from tuner.space import DEFAULT_LR, ResolvedSpace, resolve_space
+from tuner.space import DEFAULT_LR, ResolvedSpace, resolve_space, schedule_suggestion_params
 from tuner.spec import JobSpec
 from tuner.workloads import get
 
@@ -117,7 +118,7 @@ def test_pruner_spans_the_trial() -> None:
 # ---------------------------------------------------------------- study and trials
 
 
-def test_open_study_enqueues_baseline_then_sweep_suggestion() -> None:
+def test_open_study_enqueues_baseline_then_sweep_then_schedule_suggestion() -> None:
     spec = job()
     study = open_study(None, "s", spec, LR_RANGE, create=True)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
@@ -125,12 +126,35 @@ def test_open_study_enqueues_baseline_then_sweep_suggestion() -> None:
         study.user_attrs["lr_range"] == LR_RANGE
         and study.user_attrs["spec"]["workload"] == "regression_mlp"
     )
-    first, second = study.ask(), study.ask()
+    first, second, third = study.ask(), study.ask(), study.ask()
     assert first.user_attrs["role"] == ROLE_BASELINE and first.params == {}
     assert second.user_attrs["role"] == ROLE_SWEEP
     space = resolve_space(spec, LR_RANGE)
     cfg = config_from_trial(second, space, spec)
     assert cfg.lr == 4e-3 and cfg.optimizer == "adam" and cfg.schedule == "constant"
+    assert cfg.warmup_steps == 0
+    # The sweep's lr as the mean of a decaying schedule: twice as high a peak, a short warmup.
+    assert third.user_attrs["role"] == ROLE_SCHEDULE
+    cfg = config_from_trial(third, space, spec)
+    assert cfg.lr == pytest.approx(8e-3) and cfg.schedule == "cosine" and cfg.optimizer == "adam"
+    assert cfg.warmup_steps == round(0.05 * spec.budget.steps_per_trial)
+
+
+def test_schedule_suggestion_stays_inside_the_space_and_needs_a_decaying_schedule() -> None:
+    narrow = job(search={"lr": {"low": 1e-3, "high": 5e-3}, "schedules": ["linear", "constant"],
+                         "warmup_fraction": {"low": 0.1, "high": 0.2}})
+    params = schedule_suggestion_params(resolve_space(narrow, LR_RANGE), 4e-3)
+    assert params is not None
+    assert params["lr"] == 5e-3 and params["schedule"] == "linear"
+    assert params["warmup_fraction"] == 0.1
+    constant_only = resolve_space(job(search={"schedules": ["constant"]}), LR_RANGE)
+    assert schedule_suggestion_params(constant_only, 4e-3) is None
+    # A budget of two trials holds only the baseline and the sweep's suggestion.
+    two = job(budget={"trials": 2, "steps_per_trial": 30, "eval_every": 10})
+    small = open_study(None, "s2", two, LR_RANGE, create=True)
+    assert [t.user_attrs["role"] for t in small.get_trials(deepcopy=False)] == [
+        ROLE_BASELINE, ROLE_SWEEP
+    ]
 
 
 def test_racing_creators_enqueue_the_first_trials_once(db_url: str) -> None:
@@ -151,7 +175,9 @@ def test_racing_creators_enqueue_the_first_trials_once(db_url: str) -> None:
         t.join()
     assert not errors
     trials = optuna.load_study(study_name="race", storage=db_url).trials
-    assert sorted(t.user_attrs["role"] for t in trials) == [ROLE_BASELINE, ROLE_SWEEP]
+    assert sorted(t.user_attrs["role"] for t in trials) == sorted(
+        [ROLE_BASELINE, ROLE_SWEEP, ROLE_SCHEDULE]
+    )
 
 
 class PruneEverything(optuna.pruners.BasePruner):
@@ -207,8 +233,8 @@ def test_local_search_spends_the_budget_and_is_reproducible() -> None:
         first.sweep is not None
         and first.study.user_attrs["sweep"]["lr_range"] == first.sweep.lr_range
     )
-    roles = [t.user_attrs["role"] for t in first.study.trials[:2]]
-    assert roles == [ROLE_BASELINE, ROLE_SWEEP]
+    roles = [t.user_attrs["role"] for t in first.study.trials[:3]]
+    assert roles == [ROLE_BASELINE, ROLE_SWEEP, ROLE_SCHEDULE]
     second = run_local_search(spec)
     assert second.recommendation == first.recommendation
     assert [t.params for t in second.study.trials] == [t.params for t in first.study.trials]
