@@ -20,6 +20,7 @@ skipped with a note when unreachable).
     python benchmarks/overhead.py            # 3 rounds of 60 trials, 3000 requests per backend
     python benchmarks/overhead.py --quick    # 1 round of 20 trials, 500 requests
     python benchmarks/overhead.py --api-only --api-workers 1 2   # API latency only
+    python benchmarks/overhead.py --trials-only                  # per-trial overhead only
 """
 
 from __future__ import annotations
@@ -374,7 +375,8 @@ def _postgres_url() -> str:
 def print_table(results: list[dict[str, Any]]) -> None:
     if any("trials" in r for r in results):
         _print_overhead(results)
-    _print_api(results)
+    if any(r["api"] for r in results):
+        _print_api(results)
 
 
 def _print_overhead(results: list[dict[str, Any]]) -> None:
@@ -426,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--api-only", action="store_true", help="only the API latency part")
+    parser.add_argument("--trials-only", action="store_true",
+                        help="only the per-trial overhead part (no API latency)")
     parser.add_argument("--api-workers", type=int, nargs="+", default=[1], metavar="N",
                         help="API processes (`adamtune api --workers N`), one run each; default 1")
     args = parser.parse_args(argv)
@@ -443,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend not in (name, "both"):
             continue
         try:
-            results.append(run_backend(name, trials, requests, repeat, args.api_workers,
+            api_workers = [] if args.trials_only else args.api_workers
+            results.append(run_backend(name, trials, requests, repeat, api_workers,
                                        args.api_only))
         except Exception as exc:  # an unreachable PostgreSQL must not hide the SQLite figures
             if name != "postgres":

@@ -109,12 +109,19 @@ def _lr_range(sweep: dict[str, Any] | None) -> dict[str, float] | None:
 
 
 def build_recommendation(
-    trials: Sequence[FrozenTrial], *, spec: JobSpec, sweep: dict[str, Any] | None, final: bool
+    trials: Sequence[FrozenTrial],
+    *,
+    spec: JobSpec,
+    sweep: dict[str, Any] | None,
+    final: bool,
+    known_importances: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The recommendation JSON from the best complete trial (partial while ``final`` is False).
 
-    ``sweep`` is the sweep's ``to_dict()`` or just its ``lr_range``. Raises
-    :class:`NoCompletedTrialsError` while no trial has completed.
+    ``sweep`` is the sweep's ``to_dict()`` or just its ``lr_range``. ``known_importances``,
+    when given, are used instead of fitting them again (the slow part: a partial
+    recommendation may reuse recent ones). Raises :class:`NoCompletedTrialsError` while no
+    trial has completed.
     """
     completed = _completed(trials)
     if not completed:
@@ -139,7 +146,9 @@ def build_recommendation(
         "improvement": (baseline - value) / baseline if baseline and baseline > 0 else None,
         "lr_range": _lr_range(sweep),
         "lr_band": lr_band(completed, value),
-        "importances": importances(completed),
+        "importances": (
+            importances(completed) if known_importances is None else dict(known_importances)
+        ),
         "diagnostics": best.user_attrs.get("diagnostics"),
         "trial_number": best.number,
         "trial_role": _role(best),
