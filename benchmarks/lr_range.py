@@ -103,7 +103,9 @@ def run_search(workload: Workload, spec: JobSpec, grid: dict[str, Any]) -> dict[
     sweep_steps, search_steps = steps_spent(result)
     per_seed = train_on_seeds(workload, [recommended_config(rec)], grid["seeds"],
                               spec.budget.steps_per_trial, spec.grad_clip)
-    losses = [results[0].value for results in per_seed]
+    # None where the recommendation diverged (or failed) on that seed: its mean is then inf.
+    losses = [results[0].value if results[0].state == "complete" else None
+              for results in per_seed]
     loss = mean_losses(per_seed)[0]
     ratio = loss / grid["best_loss"]
     suggested = float(result.sweep.lr_range["suggested"]) if result.sweep is not None else None
@@ -172,7 +174,7 @@ def print_report(results: list[dict[str, Any]]) -> None:
                   f"#{r['trial_number']} ({r['trial_role']}): {r['optimizer']} lr {r['lr']:.3g} "
                   f"betas ({r['betas'][0]:.3f}, {r['betas'][1]:.4f}) wd {r['weight_decay']:.2g} "
                   f"{r['schedule']} warmup {r['warmup_steps']}; on the grid's seeds "
-                  + ", ".join(f"{x:.4g}" for x in s["rec_losses"]))
+                  + ", ".join("diverged" if x is None else f"{x:.4g}" for x in s["rec_losses"]))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -196,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tuner").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    results = [run_workload(name, args) for name in args.workloads]
+    results = []
+    for name in args.workloads:
+        results.append(run_workload(name, args))
+        if args.json is not None:  # after every workload, so a long run keeps what it has done
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
     print_report(results)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
