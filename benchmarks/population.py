@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.optim import OptimConfig, build_optimizer, build_scheduler  # noqa: E402
-from tuner.population import SmoothedLossMonitor, can_vmap, train_population  # noqa: E402
+from tuner.population import DivergenceMonitor, can_vmap, train_population  # noqa: E402
 from tuner.workloads import get  # noqa: E402
 from tuner.workloads.base import Workload  # noqa: E402
 
@@ -88,7 +88,7 @@ def train_one(
     model = workload.make_model(seed).to(dev)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
-    monitor = SmoothedLossMonitor(cfg.warmup_steps)
+    monitor = DivergenceMonitor(cfg.warmup_steps)
     batches = workload.train_batches(seed)
     value = None
     for step in range(steps):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tuner.divergence import DivergenceMonitor
 from tuner.optim import OptimConfig, build_optimizer, build_scheduler
 from tuner.workloads.base import Workload
 
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 TrialState = Literal["complete", "pruned", "diverged", "failed"]
 
-DIVERGENCE_FACTOR = 10.0  # smoothed train loss above this multiple of its running minimum
-LOSS_SMOOTHING = 0.9  # EMA factor of the training loss used by the divergence test
 STOP_CHECK_EVERY = 5  # steps between two calls of should_stop()
 MAX_DIAGNOSTIC_ELEMENTS = 1_000_000  # larger groups are subsampled (evenly strided) for quantiles
 
@@ -49,35 +48,6 @@ class TrialResult:
     steps: int
     curve: list[tuple[int, float]] = field(default_factory=list)
     diagnostics: dict[str, Any] | None = None
-
-
-class DivergenceMonitor:
-    """Flags a run whose loss is not finite or has blown up far above its best so far."""
-
-    def __init__(
-        self, warmup_steps: int, factor: float = DIVERGENCE_FACTOR, beta: float = LOSS_SMOOTHING
-    ):
-        self.warmup_steps = warmup_steps
-        self.factor = factor
-        self.beta = beta
-        self._avg = 0.0
-        self._count = 0
-        self.best = math.inf
-
-    def update(self, step: int, loss: float) -> str | None:
-        """Feed the training loss of ``step``; return a reason if the run has diverged."""
-        if not math.isfinite(loss):
-            return f"non-finite training loss ({loss}) at step {step}"
-        self._count += 1
-        self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
-        smoothed = self._avg / (1.0 - self.beta**self._count)
-        self.best = min(self.best, smoothed)
-        if step >= self.warmup_steps and self.best > 0 and smoothed > self.factor * self.best:
-            return (
-                f"smoothed training loss {smoothed:.4g} exceeded {self.factor:g}x its minimum "
-                f"{self.best:.4g} at step {step}"
-            )
-        return None
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -7,25 +7,24 @@ can be trained this way; where it cannot, train its trials one at a time.
 ``evaluate_population(trials, workload, spec, space, ...)`` does that for asked Optuna trials.
 """
 
+from tuner.divergence import DIVERGENCE_FACTOR, DivergenceMonitor
 from tuner.population.diagnostics import effective_step_diagnostics
 from tuner.population.evaluate import evaluate_population, population_support
 from tuner.population.optimizer import MemberHyperparameters, VectorisedAdam, VectorisedAdamW
 from tuner.population.stacked import StackedModel, can_vmap
 from tuner.population.trainer import (
-    DIVERGENCE_FACTOR,
     PopulationInterrupted,
     PopulationMemberResult,
-    SmoothedLossMonitor,
     clip_grad_norm_rows_,
     train_population,
 )
 
 __all__ = [
     "DIVERGENCE_FACTOR",
+    "DivergenceMonitor",
     "MemberHyperparameters",
     "PopulationInterrupted",
     "PopulationMemberResult",
-    "SmoothedLossMonitor",
     "StackedModel",
     "VectorisedAdam",
     "VectorisedAdamW",

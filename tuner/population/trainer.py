@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from tuner.divergence import DIVERGENCE_FACTOR, DivergenceMonitor
 from tuner.optim import OptimConfig
 from tuner.population.diagnostics import effective_step_diagnostics
 from tuner.population.optimizer import MemberHyperparameters, VectorisedAdam
@@ -28,8 +29,6 @@ from tuner.workloads.base import Batch, Workload
 log = logging.getLogger(__name__)
 
 MemberState = Literal["complete", "pruned", "diverged", "failed"]
-DIVERGENCE_FACTOR = 10.0  # smoothed train loss above this multiple of its running minimum
-LOSS_SMOOTHING = 0.9  # EMA factor of the training loss used by the divergence test
 STOP_CHECK_EVERY = 5  # steps between two calls of should_stop()
 
 ReportFn = Callable[[int, list[float | None]], Sequence[bool] | None]
@@ -61,37 +60,10 @@ class PopulationMemberResult:
     config: OptimConfig = field(default_factory=OptimConfig)
 
 
-class SmoothedLossMonitor:
-    """One member's divergence test: non-finite loss, or bias-corrected EMA of the training
-    loss above ``factor`` x its running minimum once warmup is over (as ``tuner.train``)."""
-
-    def __init__(
-        self, warmup_steps: int, factor: float = DIVERGENCE_FACTOR, beta: float = LOSS_SMOOTHING
-    ):
-        self.warmup_steps, self.factor, self.beta = warmup_steps, factor, beta
-        self._avg, self._count = 0.0, 0
-        self.best = math.inf
-
-    def update(self, step: int, loss: float) -> str | None:
-        """Feed the training loss of ``step``; return a reason if the member has diverged."""
-        if not math.isfinite(loss):
-            return f"non-finite training loss ({loss}) at step {step}"
-        self._count += 1
-        self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
-        smoothed = self._avg / (1.0 - self.beta**self._count)
-        self.best = min(self.best, smoothed)
-        if step >= self.warmup_steps and self.best > 0 and smoothed > self.factor * self.best:
-            return (
-                f"smoothed training loss {smoothed:.4g} exceeded {self.factor:g}x its minimum "
-                f"{self.best:.4g} at step {step}"
-            )
-        return None
-
-
 @dataclass
 class _Member:
     config: OptimConfig
-    monitor: SmoothedLossMonitor
+    monitor: DivergenceMonitor
     curve: list[tuple[int, float]] = field(default_factory=list)
     result: PopulationMemberResult | None = None
 
@@ -130,7 +102,7 @@ class PopulationRun:
         self.seed, self.device, self.grad_clip = seed, device, grad_clip
         self.collect_diagnostics = collect_diagnostics
         self.members = [
-            _Member(c, SmoothedLossMonitor(c.warmup_steps, divergence_factor)) for c in configs
+            _Member(c, DivergenceMonitor(c.warmup_steps, divergence_factor)) for c in configs
         ]
         self.alive = list(range(len(configs)))  # the member index of every row still in the stack
         torch.manual_seed(seed)
