@@ -185,6 +185,14 @@ def trial_config(
     return role, cfg
 
 
+def prunable(role: str) -> bool:
+    """Only searched trials are pruned. The seeded ones (the baseline, the sweep's two
+    suggestions) always run to the end: they are the job's reference points, and a
+    population that trains them beside 13 other trials must not cut them where a job
+    that trains them first, alone, would not."""
+    return role == ROLE_SEARCH
+
+
 def outcome_of(result: TrialResult) -> TrialOutcome:
     """Map a training result to an Optuna state: diverged trials are pruned, errors fail."""
     if result.state == "complete":
@@ -230,14 +238,15 @@ def evaluate_trial(
 ) -> TrialOutcome:
     """Train one asked trial, reporting to the pruner; does not tell the study.
 
-    The baseline is never pruned: its final loss is the number the gain is measured against.
+    Seeded trials are never pruned (see :func:`prunable`): the baseline's final loss is the
+    number the gain is measured against.
     Raises :class:`tuner.train.TrialInterrupted` when ``should_stop()`` turns True.
     """
     role, cfg = trial_config(trial, space, spec)
 
     def report(step: int, value: float) -> bool:
         trial.report(value, step)
-        return role != ROLE_BASELINE and trial.should_prune()
+        return prunable(role) and trial.should_prune()
 
     result = run_trial(
         workload,

@@ -201,6 +201,24 @@ def test_baseline_is_never_pruned_and_search_trials_not_before_warmup() -> None:
     assert "curve" in baseline.user_attrs and "diagnostics" in baseline.user_attrs
 
 
+def test_seeded_trials_run_to_the_end_and_only_searched_trials_are_pruned() -> None:
+    spec = job()
+    study = open_study(None, "seeded", spec, LR_RANGE, create=True)
+    study.pruner = PruneEverything()
+    space = resolve_space(spec, LR_RANGE)
+    w = get("regression_mlp")
+    for _ in range(4):
+        trial = study.ask()
+        tell(study, trial, evaluate_trial(trial, w, spec, space))
+    roles = [(t.user_attrs["role"], t.state) for t in study.trials]
+    assert roles == [
+        (ROLE_BASELINE, TrialState.COMPLETE),
+        (ROLE_SWEEP, TrialState.COMPLETE),
+        (ROLE_SCHEDULE, TrialState.COMPLETE),
+        ("search", TrialState.PRUNED),
+    ]
+
+
 def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
     spec = job(
         search={"lr": {"low": 1e-3, "high": 1e-2}, "warmup_fraction": {"low": 0.0, "high": 0.01}}

@@ -83,7 +83,7 @@ def evaluate_population(
                 prune.append(False)
                 continue
             trial.report(value, step)
-            prune.append(role != search.ROLE_BASELINE and trial.should_prune())
+            prune.append(search.prunable(role) and trial.should_prune())
         return prune
 
     members = train_population(
