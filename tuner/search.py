@@ -188,8 +188,8 @@ def trial_config(
 def prunable(role: str) -> bool:
     """Only searched trials are pruned. The seeded ones (the baseline, the sweep's two
     suggestions) always run to the end: they are the job's reference points, and a
-    population that trains them beside 13 other trials must not cut them where a job
-    that trains them first, alone, would not."""
+    population that trains them beside searched trials must not cut them where a job
+    that trains them first, one at a time, would not."""
     return role == ROLE_SEARCH
 
 
