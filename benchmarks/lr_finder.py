@@ -129,10 +129,15 @@ def train_on_seeds(workload: Workload, configs: Sequence[OptimConfig], seeds: Se
             for seed in seeds]
 
 
+def final_loss(result: PopulationMemberResult) -> float | None:
+    """A member's final validation loss; None where it diverged or failed."""
+    return result.value if result.state == "complete" else None
+
+
 def mean_losses(per_seed: Sequence[Sequence[PopulationMemberResult]]) -> list[float]:
     """Mean final validation loss of each member over the seeds; inf where any seed diverged."""
-    finals = [[r.value if r.state == "complete" and r.value is not None else math.inf
-               for r in results] for results in per_seed]
+    finals = [[math.inf if (v := final_loss(r)) is None else v for r in results]
+              for results in per_seed]
     return [statistics.fmean(col) if all(map(math.isfinite, col)) else math.inf
             for col in zip(*finals, strict=True)]
 

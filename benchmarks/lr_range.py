@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from lr_finder import WORKLOADS, factor, lr_grid, mean_losses, train_on_seeds
+from lr_finder import WORKLOADS, factor, final_loss, lr_grid, mean_losses, train_on_seeds
 
 from tuner.optim import OptimConfig
 from tuner.search import LocalSearchResult, run_local_search
@@ -103,9 +103,7 @@ def run_search(workload: Workload, spec: JobSpec, grid: dict[str, Any]) -> dict[
     sweep_steps, search_steps = steps_spent(result)
     per_seed = train_on_seeds(workload, [recommended_config(rec)], grid["seeds"],
                               spec.budget.steps_per_trial, spec.grad_clip)
-    # None where the recommendation diverged (or failed) on that seed: its mean is then inf.
-    losses = [results[0].value if results[0].state == "complete" else None
-              for results in per_seed]
+    losses = [final_loss(results[0]) for results in per_seed]  # None: diverged on that seed
     loss = mean_losses(per_seed)[0]
     ratio = loss / grid["best_loss"]
     suggested = float(result.sweep.lr_range["suggested"]) if result.sweep is not None else None

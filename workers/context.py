@@ -33,7 +33,7 @@ class JobContext:
     total: int
     partial_best: int | None = None  # best trial number of the last partial recommendation
     partial_at: float = 0.0  # time.monotonic() when this worker last wrote one
-    importances: dict[str, float] | None = None  # the last partial recommendation's
+    importances: dict[str, float] | None = None  # last fitted for a partial recommendation
     importances_at: float = 0.0  # time.monotonic() when this worker last fitted them
     reaped_at: float = 0.0  # time.monotonic() when this worker last failed stale trials
     finished_seen: int = 0  # finished trials at this worker's last count
