@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     p.add_argument("--keep", action="store_true", help="keep the service running afterwards")
-    p.set_defaults(module="service", func_name="run_demo")
+    p.set_defaults(module="demo", func_name="run_demo")
 
     p = sub.add_parser("submit", help="submit a job file to the API")
     p.add_argument("file")

@@ -19,9 +19,11 @@ from types import FrameType
 from typing import Any
 
 from adamtune.cli.processes import Children, free_port
-from adamtune.cli.service import DEMO_DB, DEMO_TIMEOUT_S, prepare_database, start_service
+from adamtune.cli.supervisor import prepare_database, start_service
 
 EXAMPLE = Path("examples") / "digits.yaml"
+DEMO_DB = Path("adamtune-demo.db")
+DEMO_TIMEOUT_S = 1800.0
 
 
 def example_file() -> Path:
@@ -46,6 +48,7 @@ def _on_terminate(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Fresh SQLite service, the digits job through the REST API, the recommendation printed."""
     from tuner.spec import JobFileError, load_job_file
 
     try:

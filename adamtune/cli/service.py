@@ -1,9 +1,8 @@
-"""``adamtune api | worker | up | demo``: the service's processes.
+"""``adamtune api | worker | up``: the service's processes.
 
 ``api`` serves the REST API with uvicorn; ``worker`` runs the worker loop on one device;
-``up`` runs the whole service on one machine (migrations, API, N workers, the Optuna
-dashboard) until Ctrl-C; ``demo`` starts a throw-away service on SQLite, tunes the digits
-example through the REST API and prints the recommendation.
+``up`` runs the whole service on one machine (migrations, the API, N workers) until Ctrl-C,
+with :mod:`adamtune.cli.supervisor` (which ``adamtune demo`` uses too).
 """
 
 from __future__ import annotations
@@ -11,29 +10,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from adamtune.cli.processes import (
-    Children,
-    adamtune_command,
-    dashboard_command,
-    free_port,
-    port_is_free,
-    wait_http_ok,
+from adamtune.cli.processes import Children, port_is_free
+from adamtune.cli.supervisor import (
+    StopOnSignal,
+    local_auth_env,
+    prepare_database,
+    start_service,
 )
 
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
-START_TIMEOUT_S = 60.0
-DEMO_DB = Path("adamtune-demo.db")
-DEMO_TIMEOUT_S = 1800.0
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+START_TIMEOUT_S = 60.0  # the worker waits this long for the database
 
 
 def _settings() -> Any:
@@ -143,73 +135,6 @@ def _wait_for_schema(url: str, timeout: float = START_TIMEOUT_S) -> bool:
 # ---------------------------------------------------------------------------- up
 
 
-def prepare_database(url: str) -> None:
-    """Apply our migrations and create Optuna's tables (the dashboard only reads them)."""
-    from tuner.db.engine import optuna_storage, upgrade
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    upgrade(url)
-    storage = optuna_storage(url)
-    storage.remove_session()
-    storage.engine.dispose()
-
-
-class _StopOnSignal:
-    """Turns SIGINT/SIGTERM into a flag, so the supervisor stops its children in order."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
-        self.requested = True
-
-
-def _local_auth_env(host: str) -> dict[str, str]:
-    """One-machine mode runs without API keys unless ADAMTUNE_AUTH says otherwise."""
-    if "ADAMTUNE_AUTH" in os.environ:
-        return {}
-    print("note: ADAMTUNE_AUTH=disabled for this local service: no API keys are needed. "
-          "Set ADAMTUNE_AUTH=enabled and create keys with `adamtune keys create` to require them.",
-          file=sys.stderr)
-    if host not in LOOPBACK:
-        print(f"WARNING: without API keys, anyone who can reach {host} can submit jobs",
-              file=sys.stderr)
-    return {"ADAMTUNE_AUTH": "disabled"}
-
-
-def _cpu_threads_env(device: str, workers: int) -> dict[str, str]:
-    """CPU workers on one machine share its cores instead of each spinning on all of them."""
-    if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
-
-
-def _dashboard_port(api_port: int) -> int:
-    return api_port + 1 if port_is_free(api_port + 1) else free_port()
-
-
-def start_service(
-    children: Children, *, host: str, port: int, workers: int, device: str, url: str
-) -> dict[str, str]:
-    """Start the API, ``workers`` workers and the dashboard; return their URLs once up."""
-    api = children.start("api", adamtune_command("api", "--host", host, "--port", str(port)))
-    for i in range(workers):
-        children.start(f"worker-{i}", adamtune_command("worker", "--device", device),
-                       env=_cpu_threads_env(device, workers))
-    urls = {"api": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs"}
-    dash_port = _dashboard_port(port)
-    dash = dashboard_command(url, host, dash_port)
-    if dash is None:
-        print("note: optuna-dashboard is not installed; skipping the dashboard", file=sys.stderr)
-    else:
-        children.start("dashboard", dash)
-        urls["dashboard"] = f"http://{host}:{dash_port}"
-    wait_http_ok(f"{urls['api']}/healthz", START_TIMEOUT_S, [api])
-    return urls
-
-
 def run_up(args: argparse.Namespace) -> int:
     """Migrate, start API + workers + dashboard, supervise them until Ctrl-C or SIGTERM."""
     if args.workers < 0:
@@ -219,11 +144,11 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"error: port {args.port} on {args.host} is in use; pick another with --port",
               file=sys.stderr)
         return EXIT_USAGE
-    env = _local_auth_env(args.host)
+    env = local_auth_env(args.host)
     os.environ.update(env)
     settings = _settings()
     prepare_database(settings.database_url)
-    stop = _StopOnSignal()
+    stop = StopOnSignal()
     children = Children(env={"ADAMTUNE_DATABASE_URL": settings.database_url})
     try:
         urls = start_service(children, host=args.host, port=args.port, workers=args.workers,
@@ -246,7 +171,7 @@ def _print_urls(urls: dict[str, str], database_url: str) -> None:
     print("Stop with Ctrl-C.", flush=True)
 
 
-def _supervise(children: Children, stop: _StopOnSignal) -> int:
+def _supervise(children: Children, stop: StopOnSignal) -> int:
     while not stop.requested:
         dead = children.exited()
         if dead:
@@ -256,13 +181,3 @@ def _supervise(children: Children, stop: _StopOnSignal) -> int:
             return 1
         time.sleep(0.5)
     return 0
-
-
-# ---------------------------------------------------------------------------- demo
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Fresh SQLite service, the digits job through the REST API, the recommendation printed."""
-    from adamtune.cli.demo import run_demo as demo
-
-    return demo(args)
