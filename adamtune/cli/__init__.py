@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recommendation", help="print a job's recommendation")
     p.add_argument("job")
-    p.add_argument("--format", choices=["json", "yaml", "python"], default="json")
+    p.add_argument(
+        "--format",
+        choices=["json", "yaml", "python", "text"],
+        default="json",
+        help="json (default), yaml, python (the snippet alone) or text (for reading)",
+    )
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_recommendation")
 

@@ -84,7 +84,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _tune(urls: dict[str, str], body: dict[str, Any]) -> int:
-    from adamtune.cli.remote import progress_line, recommendation_text
+    from adamtune.cli.render import progress_line, render_recommendation
     from tuner.client import ApiError, Client
 
     api = urls["api"]
@@ -111,7 +111,7 @@ def _tune(urls: dict[str, str], body: dict[str, Any]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     print()
-    print(recommendation_text(rec))  # the settings, the gain over the baseline, the snippet
+    print(render_recommendation(rec))
     links = {"job page": f"{api}/jobs/{job['id']}", "job (JSON)": f"{api}/v1/jobs/{job['id']}",
              **urls}
     print("\nURLs (while the service runs; `adamtune demo --keep` keeps it running):")

@@ -8,18 +8,14 @@ stdout, progress and errors to stderr, so ``JOB=$(adamtune submit job.yaml)`` wo
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import yaml
-
-from tuner.client import ACTIVE_STATUSES, CONNECTION_FAILED, ApiError, Client
+from adamtune.cli.render import fmt, progress_line, render_recommendation
+from tuner.client import CONNECTION_FAILED, ApiError, Client
 from tuner.spec import JobFileError, load_job_file
-
-BAR_WIDTH = 30
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -65,30 +61,6 @@ def _guarded(action: Callable[[argparse.Namespace], int], args: argparse.Namespa
     return 1
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "-"
-    return str(value)
-
-
-def progress_line(job: dict[str, Any]) -> str:
-    """``searching  [#######------]  9/24 trials  best 0.1234``: one line for a job."""
-    progress = job.get("progress") or {}
-    done = int(progress.get("trials_completed") or 0)
-    total = int(progress.get("trials_total") or 0)
-    filled = min(BAR_WIDTH, BAR_WIDTH * done // total) if total else 0
-    label = job["status"]
-    phase = job.get("phase")
-    if phase and label in ACTIVE_STATUSES and f"{done}/{total}" not in phase:
-        label = f"{label} ({phase})"
-    best = progress.get("best_objective")
-    best_text = f"  best {best:.4g}" if isinstance(best, int | float) else ""
-    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    return f"{label:<22} [{bar}] {done}/{total} trials{best_text}"
-
-
 class ProgressPrinter:
     """Redraws one line in place on a terminal; elsewhere prints a line per change."""
 
@@ -112,48 +84,6 @@ class ProgressPrinter:
         if self.tty and self._last:
             self.stream.write("\n")
             self.stream.flush()
-
-
-def _schedule_text(rec: dict[str, Any]) -> str:
-    schedule = rec.get("schedule")
-    name = schedule.get("name", schedule) if isinstance(schedule, dict) else schedule
-    warmup, total = rec.get("warmup_steps"), rec.get("total_steps")
-    return f"{_fmt(name)}, warmup {_fmt(warmup)} of {_fmt(total)} steps"
-
-
-def _gain_text(rec: dict[str, Any]) -> str:
-    expected, baseline = rec.get("expected_objective"), rec.get("baseline_objective")
-    if not isinstance(expected, int | float) or not isinstance(baseline, int | float):
-        return _fmt(expected)
-    text = f"{expected:.4g} (untuned Adam lr=1e-3: {baseline:.4g}"
-    if baseline:
-        gain = 100 * (baseline - expected) / abs(baseline)
-        text += f", {abs(gain):.1f}% {'lower' if gain >= 0 else 'higher'}"
-    return text + ")"
-
-
-def recommendation_text(rec: dict[str, Any]) -> str:
-    """The recommendation for a human: the settings, the gain over the baseline, the code."""
-    lr_range = rec.get("lr_range") or {}
-    betas = rec.get("betas")
-    rows = [
-        ("optimizer", _fmt(rec.get("optimizer"))),
-        ("lr", _fmt(rec.get("lr"))),
-        ("betas", ", ".join(_fmt(b) for b in betas) if isinstance(betas, list) else _fmt(betas)),
-        ("eps", _fmt(rec.get("eps"))),
-        ("weight_decay", _fmt(rec.get("weight_decay"))),
-        ("schedule", _schedule_text(rec)),
-        ("objective", _gain_text(rec)),
-        ("sweep range", f"{_fmt(lr_range.get('low'))} .. {_fmt(lr_range.get('high'))}"),
-    ]
-    title = "Recommendation" + (
-        "" if rec.get("final") else " (partial: the search is still running)"
-    )
-    lines = [title] + [f"  {k:<13}{v}" for k, v in rows]
-    snippet = rec.get("snippet")
-    if snippet:
-        lines += ["", str(snippet).rstrip()]
-    return "\n".join(lines)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -185,7 +115,7 @@ def _watch(client: Client, job_id: str) -> int:
         print(f"error: job {job_id} ended {job['status']}{reason}", file=sys.stderr)
         return 1
     print(f"job {job_id} completed")
-    print(recommendation_text(client.recommendation(job_id)))
+    print(render_recommendation(client.recommendation(job_id)))
     return 0
 
 
@@ -203,19 +133,14 @@ def _status(args: argparse.Namespace) -> int:
     if job.get("error"):
         rows.append(("error", job["error"]))
     for key, value in rows:
-        print(f"{key:<10}{_fmt(value)}")
+        print(f"{key:<10}{fmt(value)}")
     return 0
 
 
 def _recommendation(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rec = client.recommendation(args.job)
-    if args.format == "python":
-        print(str(rec.get("snippet") or "").rstrip())
-    elif args.format == "yaml":
-        print(yaml.safe_dump(rec, sort_keys=False).rstrip())
-    else:
-        print(json.dumps(rec, indent=2))
+    print(render_recommendation(rec, args.format))
     if not rec.get("final"):
         print("note: partial recommendation, the search is still running", file=sys.stderr)
     return 0
@@ -239,7 +164,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_recommendation(args: argparse.Namespace) -> int:
-    """``adamtune recommendation JOB [--format json|yaml|python]``."""
+    """``adamtune recommendation JOB [--format json|yaml|python|text]``."""
     return _guarded(_recommendation, args)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
 from typing import Any
 
+from adamtune.cli.render import render_recommendation
 from tuner.spec import JobFileError, JobSpec, load_job_file, parse_job
 
 log = logging.getLogger(__name__)
@@ -66,44 +66,6 @@ class _ProgressPrinter:
         print(line, file=sys.stderr, flush=True)
 
 
-def format_recommendation(rec: dict[str, Any]) -> str:
-    """The recommendation as a short human-readable report."""
-    lines = [
-        f"Recommendation for {rec['workload']} ({'final' if rec['final'] else 'partial'}, "
-        f"trial {rec['trial_number']}, {rec['trial_role']}):",
-        f"  optimizer      {rec['optimizer']}" + ("  (amsgrad)" if rec["amsgrad"] else ""),
-        f"  lr             {rec['lr']:.4g}",
-        f"  betas          ({rec['betas'][0]:.4g}, {rec['betas'][1]:.6g})",
-        f"  eps            {rec['eps']:.3g}",
-        f"  weight_decay   {rec['weight_decay']:.4g}  (none on 1-D parameters)",
-        f"  schedule       {rec['schedule']}, "
-        f"{rec['warmup_steps']} warmup steps of {rec['total_steps']}",
-        f"  val loss       {rec['expected_objective']:.4g}",
-    ]
-    if rec["baseline_objective"] is not None:
-        gain = f", {100 * rec['improvement']:.1f}% lower" if rec["improvement"] is not None else ""
-        lines.append(f"  baseline       {rec['baseline_objective']:.4g}  (Adam, lr 1e-3{gain})")
-    if rec["lr_range"]:
-        r = rec["lr_range"]
-        lines.append(
-            f"  LR range test  suggested {r['suggested']:.3g} in [{r['low']:.3g}, {r['high']:.3g}]"
-        )
-    band = rec["lr_band"]
-    lines.append(
-        f"  robust lr band [{band['low']:.3g}, {band['high']:.3g}] "
-        f"({band['n_trials']} trials within 1%)"
-    )
-    if rec["importances"]:
-        top = ", ".join(f"{k} {v:.2f}" for k, v in list(rec["importances"].items())[:4])
-        lines.append(f"  importances    {top}")
-    if rec["diagnostics"]:
-        groups = rec["diagnostics"].get("groups", {})
-        parts = ", ".join(f"{k} p50 {q['p50']:.3g}" for k, q in groups.items())
-        lines.append(f"  effective step {parts}  (|m|/sqrt(v), near 0: no longer moving)")
-    lines += ["", "PyTorch:", "", rec["snippet"]]
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         spec = load_job_file(args.file)
@@ -155,9 +117,5 @@ def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except NoCompletedTrialsError:
         return _fail("no trial completed: every trial failed or diverged; see the reasons above", 1)
-    rec = result.recommendation
-    if args.json:
-        print(json.dumps(rec, indent=2))
-    else:
-        print(format_recommendation(rec))
+    print(render_recommendation(result.recommendation, "json" if args.json else "text"))
     return 0

@@ -51,7 +51,7 @@ def test_submit_watch_prints_progress_then_the_recommendation(
     with service.client() as client:
         rec = client.recommendation(job_id)
     assert out.startswith(f"job {job_id} completed")
-    assert "Recommendation\n" in out  # final, not partial
+    assert "Recommendation for regression_mlp (final;" in out  # final, not partial
     assert f"lr           {rec['lr']:.4g}" in out
     assert f"optimizer    {rec['optimizer']}" in out
     assert rec["snippet"].strip() in out

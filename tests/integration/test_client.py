@@ -215,3 +215,13 @@ def test_cli_errors_say_what_to_do(
     bad.write_text("workload: digits_mlp\nbudget: {trials: 1}\n")
     assert cli(["submit", str(bad), "--url", base_url]) == 1
     assert "budget.trials" in capsys.readouterr().err
+
+
+def test_cli_recommendation_as_text_is_the_shared_rendering(
+    base_url: str, finished: SeededJob, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["recommendation", finished.job_id, "--url", base_url, "--format", "text"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Recommendation (final)")
+    assert "optimizer    adamw" in out and "(3 trials within 1% of the best)" in out
+    assert out.rstrip().endswith(SNIPPET.strip())
