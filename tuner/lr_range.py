@@ -216,6 +216,50 @@ def ramp(spec: SweepSpec) -> list[float]:
     return [spec.lr_min * ratio ** (i / (spec.steps - 1)) for i in range(spec.steps)]
 
 
+class RangeTestMonitor:
+    """The range test's stop rule, one step at a time, recording the curve as it goes.
+
+    Bias-corrected EMA of the training loss; the run stops when it is not finite or exceeds
+    ``spec.divergence_factor`` x its minimum. Used by :func:`run_lr_range_test` and by the
+    range test of a user's own program (the SDK reports each step's loss to its worker).
+    """
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self._avg, self._best = 0.0, math.inf
+
+    def update(self, lr: float, loss: float) -> str | None:
+        """Record the loss at ``lr``; return why the test must stop now, or None."""
+        beta = self.spec.smoothing
+        self._avg = beta * self._avg + (1 - beta) * loss
+        smooth = self._avg / (1 - beta ** (len(self.lrs) + 1))
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.smoothed.append(smooth)
+        if not math.isfinite(smooth):
+            return f"non-finite loss at lr {lr:.3g}"
+        self._best = min(self._best, smooth)
+        if smooth > self.spec.divergence_factor * self._best:
+            return f"loss exceeded {self.spec.divergence_factor:g}x its minimum at lr {lr:.3g}"
+        return None
+
+    def result(self, stop_reason: str) -> SweepResult:
+        """The curve so far and its suggestions (ValueError if none can be made)."""
+        suggestions = suggest(self.lrs, self.smoothed, self.spec.divergence_factor)
+        return SweepResult(
+            self.lrs,
+            self.losses,
+            self.smoothed,
+            suggestions,
+            search_range(suggestions),
+            stop_reason,
+            self.spec.model_dump(),
+        )
+
+
 def _sweep(
     workload: Workload,
     model: nn.Module,
@@ -223,12 +267,11 @@ def _sweep(
     seed: int,
     device: torch.device,
     spec: SweepSpec,
-) -> tuple[list[float], list[float], list[float], str]:
-    lrs, losses, smoothed = [], [], []
+) -> tuple[RangeTestMonitor, str]:
+    monitor = RangeTestMonitor(spec)
     batches = workload.train_batches(seed)
-    avg, best = 0.0, math.inf
     model.train()
-    for i, lr in enumerate(ramp(spec)):
+    for lr in ramp(spec):
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = next(batches)
@@ -236,23 +279,10 @@ def _sweep(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = float(loss.detach())
-        avg = spec.smoothing * avg + (1 - spec.smoothing) * value
-        smooth = avg / (1 - spec.smoothing ** (i + 1))
-        lrs.append(lr)
-        losses.append(value)
-        smoothed.append(smooth)
-        if not math.isfinite(smooth):
-            return lrs, losses, smoothed, f"non-finite loss at lr {lr:.3g}"
-        best = min(best, smooth)
-        if smooth > spec.divergence_factor * best:
-            return (
-                lrs,
-                losses,
-                smoothed,
-                f"loss exceeded {spec.divergence_factor:g}x its minimum at lr {lr:.3g}",
-            )
-    return lrs, losses, smoothed, "reached lr_max"
+        stop = monitor.update(lr, float(loss.detach()))
+        if stop is not None:
+            return monitor, stop
+    return monitor, "reached lr_max"
 
 
 def run_lr_range_test(
@@ -280,15 +310,12 @@ def run_lr_range_test(
     )
     saved_lrs = [g["lr"] for g in opt.param_groups]
     try:
-        lrs, losses, smoothed, stop = _sweep(workload, model, opt, seed, dev, spec)
+        monitor, stop = _sweep(workload, model, opt, seed, dev, spec)
     finally:
         snapshot.restore(model, optimizer)
         for group, lr in zip(opt.param_groups, saved_lrs, strict=True):
             group["lr"] = lr
-    suggestions = suggest(lrs, smoothed, spec.divergence_factor)
-    result = SweepResult(
-        lrs, losses, smoothed, suggestions, search_range(suggestions), stop, spec.model_dump()
-    )
+    result = monitor.result(stop)
     log.info(
         "lr range test: %s; suggested lr %.3g in [%.3g, %.3g]",
         stop,
