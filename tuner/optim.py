@@ -63,8 +63,14 @@ def fused_supported(device: torch.device) -> bool:
 def build_optimizer(
     model: nn.Module, cfg: OptimConfig, decay_1d: bool = False
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, decay_1d)
-    device = next(model.parameters()).device
+    return optimizer_from_groups(param_groups(model, cfg.weight_decay, decay_1d), cfg)
+
+
+def optimizer_from_groups(
+    groups: list[dict[str, Any]], cfg: OptimConfig
+) -> torch.optim.Optimizer:
+    """``cfg``'s optimizer over ``groups``; a group's own settings (weight_decay, ...) win."""
+    device = next(p for g in groups for p in g["params"]).device
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
     if cls is None:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'adamw'")
