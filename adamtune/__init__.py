@@ -11,3 +11,14 @@ try:
     __version__ = version("adamtune")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+_SDK = ("trial", "Trial", "Pruned", "WorkerLost", "ConfigError")
+
+
+def __getattr__(name: str) -> object:
+    """``adamtune.trial`` and the SDK's other names, imported on first use (:mod:`adamtune.sdk`)."""
+    if name in _SDK:
+        import adamtune.sdk
+
+        return getattr(adamtune.sdk, name)
+    raise AttributeError(f"module 'adamtune' has no attribute {name!r}")
