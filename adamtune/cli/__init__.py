@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -25,6 +26,12 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` starts by saying what it does."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=what, description=what)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adamtune", description="Tune Adam/AdamW hyperparameters."
@@ -32,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("tune", help="tune a job file in this process, no server")
+    p = _command(sub, "tune", "tune a job file in this process, no server")
     p.add_argument("file", help="job file (YAML or JSON), the shape of POST /v1/jobs")
     p.add_argument(
         "--json", action="store_true", help="print only the recommendation JSON on stdout"
@@ -46,15 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(module="tune")
 
-    p = sub.add_parser("api", help="run the REST API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p = _command(sub, "api", "run the REST API (and its /dashboard) on the configured database")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes on the port (default 1)"
     )
     p.set_defaults(module="service", func_name="run_api")
 
-    p = sub.add_parser("worker", help="run a worker that claims and runs jobs")
+    p = _command(sub, "worker", "run a worker that claims and runs jobs")
     p.add_argument("--device", default="cpu", help="cpu or cuda:N")
     p.add_argument(
         "--population", type=int, default=None, help="train K trials at once (default: the job's)"
@@ -62,36 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", default=None, help="stable id (default: host-pid)")
     p.set_defaults(module="service", func_name="run_worker")
 
-    p = sub.add_parser("up", help="API + workers + Optuna dashboard on one machine")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--device", default="cpu")
+    p = _command(
+        sub,
+        "up",
+        "the service on one machine: migrate, then run the API (its /dashboard behind the "
+        "keys) and workers until Ctrl-C, SIGTERM or SIGHUP stops them all",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--device", default="cpu", help="the workers' device: cpu or cuda:N")
     p.set_defaults(module="service", func_name="run_up")
 
-    p = sub.add_parser(
-        "demo", help="start the service on SQLite, tune the digits job, print the result"
-    )
+    p = _command(sub, "demo", "start the service on SQLite, tune the digits job, print the result")
     p.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     p.add_argument("--keep", action="store_true", help="keep the service running afterwards")
     p.set_defaults(module="demo", func_name="run_demo")
 
-    p = sub.add_parser("submit", help="submit a job file to the API")
-    p.add_argument("file")
+    p = _command(sub, "submit", "submit a job file to the API; prints the job id")
+    p.add_argument("file", help="job file (YAML or JSON), the shape of POST /v1/jobs")
     p.add_argument(
         "--watch", action="store_true", help="show progress until done, then the recommendation"
     )
-    p.add_argument("--idempotency-key", default=None)
+    p.add_argument(
+        "--idempotency-key", default=None, help="a retry with the same key returns the same job"
+    )
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_submit")
 
-    p = sub.add_parser("status", help="show a job's status and progress")
-    p.add_argument("job")
+    p = _command(sub, "status", "show a job's status and progress")
+    p.add_argument("job", help="the job id (`adamtune submit` prints it)")
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_status")
 
-    p = sub.add_parser("recommendation", help="print a job's recommendation")
-    p.add_argument("job")
+    p = _command(sub, "recommendation", "print a job's recommendation (partial while it runs)")
+    p.add_argument("job", help="the job id")
     p.add_argument(
         "--format",
         choices=["json", "yaml", "python", "text"],
@@ -101,25 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_recommendation")
 
-    p = sub.add_parser("cancel", help="cancel a job")
-    p.add_argument("job")
+    p = _command(sub, "cancel", "cancel a job")
+    p.add_argument("job", help="the job id")
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_cancel")
 
-    p = sub.add_parser("db", help="database administration")
+    p = _command(sub, "db", "database administration (ADAMTUNE_DATABASE_URL)")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    d = dsub.add_parser("upgrade", help="apply migrations (idempotent)")
+    d = _command(dsub, "upgrade", "apply migrations (idempotent)")
     d.set_defaults(module="admin", func_name="run_db_upgrade")
 
-    p = sub.add_parser("keys", help="API keys")
+    p = _command(sub, "keys", "create, list and revoke API keys (ADAMTUNE_DATABASE_URL)")
     ksub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    k = ksub.add_parser("create", help="create a key for a tenant and print it once")
-    k.add_argument("--tenant", required=True)
+    k = _command(ksub, "create", "create a key for a tenant and print it once")
+    k.add_argument("--tenant", required=True, help="the tenant the key acts for")
     k.set_defaults(module="admin", func_name="run_keys_create")
-    k = ksub.add_parser("list", help="list keys (never the secret)")
+    k = _command(ksub, "list", "list keys (never the secret)")
     k.set_defaults(module="admin", func_name="run_keys_list")
-    k = ksub.add_parser("revoke", help="revoke a key by its id")
-    k.add_argument("key_id")
+    k = _command(ksub, "revoke", "revoke a key by its id")
+    k.add_argument("key_id", help="the key's id (`adamtune keys list` shows them)")
     k.set_defaults(module="admin", func_name="run_keys_revoke")
     return parser
 
@@ -134,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"adamtune.cli.{args.module}")
     func = getattr(module, getattr(args, "func_name", "run"))
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `adamtune ... | head -1`: the reader has all it wanted
+        from adamtune.cli.output import discard_closed_pipes
+
+        discard_closed_pipes()
+        return 0
     except KeyboardInterrupt:
         return 130

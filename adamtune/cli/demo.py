@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from adamtune.cli.processes import Children, free_port
-from adamtune.cli.supervisor import prepare_database, start_service
+from adamtune.cli.supervisor import StopRequested, prepare_database, start_service, supervised
 
 EXAMPLE = Path("examples") / "digits.yaml"
 DEMO_DB = Path("adamtune-demo.db")
@@ -43,10 +41,6 @@ def fresh_database(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def _on_terminate(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run_demo(args: argparse.Namespace) -> int:
     """Fresh SQLite service, the digits job through the REST API, the recommendation printed."""
     from tuner.spec import JobFileError, load_job_file
@@ -62,25 +56,23 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"demo: fresh database {DEMO_DB} (ADAMTUNE_AUTH=disabled: local, no API keys)")
     prepare_database(url)
     port = args.port or free_port()
-    signal.signal(signal.SIGTERM, _on_terminate)
     log_dir = Path(tempfile.mkdtemp(prefix="adamtune-demo-"))
-    with Children(env=env, log_dir=log_dir) as children:
-        try:
-            urls = start_service(children, host="127.0.0.1", port=port, workers=1,
-                                 device="cpu", url=url)
-            code = _tune(urls, spec.model_dump(mode="json"))
-        except RuntimeError as exc:
-            print(f"error: {exc}\n(service logs in {log_dir})", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\ninterrupted; stopping the service", file=sys.stderr)
-            return 130
+    children = Children(env=env, log_dir=log_dir)
+
+    def demo() -> int:
+        urls = start_service(children, host="127.0.0.1", port=port, workers=1, device="cpu",
+                             dashboard=True)
+        code = _tune(urls, spec.model_dump(mode="json"))
         if code != 0:
             print(f"(service logs in {log_dir})", file=sys.stderr)
-        if args.keep and code == 0:
-            _keep_running(urls)
+        elif args.keep:
+            return _keep_running(urls)
         print("stopping the service...", file=sys.stderr)
-    return code
+        return code
+
+    # SIGINT, SIGTERM, SIGHUP: every child is stopped first, then the demo exits 130.
+    return supervised(children, demo, stopped_code=130,
+                      error_hint=f"\n(service logs in {log_dir})")
 
 
 def _tune(urls: dict[str, str], body: dict[str, Any]) -> int:
@@ -120,10 +112,11 @@ def _tune(urls: dict[str, str], body: dict[str, Any]) -> int:
     return 0
 
 
-def _keep_running(urls: dict[str, str]) -> None:
+def _keep_running(urls: dict[str, str]) -> int:
+    """Until a stop signal: then 0, the way a user ends ``--keep``."""
     print(f"\nthe service keeps running at {urls['api']}; Ctrl-C stops it", flush=True)
     try:
         while True:
             time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
+    except StopRequested:
+        return 0

@@ -1,21 +1,23 @@
 """Child processes of ``adamtune up`` and ``adamtune demo``: start, watch, stop them all.
 
 Each child runs in its own session, so a Ctrl-C in the terminal reaches only the parent,
-which then stops every child once, in order (SIGTERM, a grace period, then SIGKILL).
-The end-to-end tests start their API and workers with the same helpers.
+which then stops every child once, in order (SIGTERM, a grace period, then SIGKILL). On
+Linux a child also gets SIGTERM when its parent dies, however it dies (``PR_SET_PDEATHSIG``):
+even a ``kill -9`` of the parent leaves no orphans. The end-to-end tests start their API
+and workers with the same helpers.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -48,13 +50,27 @@ def adamtune_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "adamtune", *args]
 
 
-def dashboard_command(storage_url: str, host: str, port: int) -> list[str] | None:
-    """The ``optuna-dashboard`` console script next to this interpreter, or on PATH."""
-    beside = Path(sys.executable).parent / "optuna-dashboard"
-    exe = str(beside) if beside.exists() else shutil.which("optuna-dashboard")
-    if exe is None:
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when this process dies.
+
+    Linux only (elsewhere None: the parent's own stop is all there is). libc is loaded
+    here, before the fork. The signal fires when the *thread* that started the child
+    exits, so start children from the main thread.
+    """
+    if not sys.platform.startswith("linux"):
         return None
-    return [exe, storage_url, "--host", host, "--port", str(port)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -77,6 +93,14 @@ class Child:
             except ProcessLookupError:
                 pass
 
+    def kill_group(self) -> None:
+        """SIGKILL the child's whole process group (it leads its own session)."""
+        if self.running:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
@@ -91,10 +115,16 @@ class Child:
 class Children:
     """A set of child processes stopped together (a context manager: stopped on exit)."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, log_dir: Path | None = None):
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        die_with_parent: bool = True,
+    ):
         self.env = {**os.environ, **(env or {})}
         self.log_dir = log_dir
         self.children: list[Child] = []
+        self._preexec = _die_with_parent() if die_with_parent else None
 
     def start(
         self, name: str, command: Sequence[str], env: Mapping[str, str] | None = None
@@ -113,6 +143,7 @@ class Children:
             stderr=subprocess.STDOUT if log_file is not None else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=self._preexec,  # only prctl and getppid: safe after fork
         )
         child = Child(name, process, log_path, log_file)
         self.children.append(child)
@@ -137,6 +168,11 @@ class Children:
                 child.process.wait()
         for child in self.children:
             child.close_log()
+
+    def kill(self) -> None:
+        """SIGKILL every child now (a second Ctrl-C: stop waiting for them)."""
+        for child in self.children:
+            child.kill_group()
 
     def __enter__(self) -> Children:
         return self

@@ -14,12 +14,14 @@ import sys
 import time
 from typing import Any
 
+from adamtune.cli.output import say
 from adamtune.cli.processes import Children, port_is_free
 from adamtune.cli.supervisor import (
-    StopOnSignal,
     local_auth_env,
     prepare_database,
     start_service,
+    supervise,
+    supervised,
 )
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,11 @@ def _wait_for_schema(url: str, timeout: float = START_TIMEOUT_S) -> bool:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    """Migrate, start API + workers + dashboard, supervise them until Ctrl-C or SIGTERM."""
+    """Migrate, start the API and the workers, supervise them until SIGINT, SIGTERM or SIGHUP.
+
+    One dashboard: the API's own ``/dashboard``, behind the API keys. Every child is
+    stopped before anything more is printed, and a closed output pipe stops nothing.
+    """
     if args.workers < 0:
         print(f"error: --workers must be >= 0 (got {args.workers})", file=sys.stderr)
         return EXIT_USAGE
@@ -144,40 +150,26 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"error: port {args.port} on {args.host} is in use; pick another with --port",
               file=sys.stderr)
         return EXIT_USAGE
-    env = local_auth_env(args.host)
-    os.environ.update(env)
+    os.environ.update(local_auth_env(args.host))
     settings = _settings()
     prepare_database(settings.database_url)
-    stop = StopOnSignal()
     children = Children(env={"ADAMTUNE_DATABASE_URL": settings.database_url})
-    try:
+
+    def serve() -> int:
         urls = start_service(children, host=args.host, port=args.port, workers=args.workers,
-                             device=args.device, url=settings.database_url)
+                             device=args.device, dashboard=settings.dashboard)
         _print_urls(urls, settings.database_url)
-        return _supervise(children, stop)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        print("stopping the service...", file=sys.stderr)
-        children.stop()
+        return supervise(children)
+
+    return supervised(children, serve, stopped_code=0)
 
 
 def _print_urls(urls: dict[str, str], database_url: str) -> None:
-    print(f"adamtune is up (database {database_url})")
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    say(f"adamtune is up (database {shown})")
     for name, url in urls.items():
-        print(f"  {name:10s} {url}")
-    print(f"Submit a job:  adamtune submit examples/digits.yaml --url {urls['api']} --watch")
-    print("Stop with Ctrl-C.", flush=True)
-
-
-def _supervise(children: Children, stop: StopOnSignal) -> int:
-    while not stop.requested:
-        dead = children.exited()
-        if dead:
-            for child in dead:
-                print(f"error: {child.name} exited with code {child.process.returncode}",
-                      file=sys.stderr)
-            return 1
-        time.sleep(0.5)
-    return 0
+        say(f"  {name:10s} {url}")
+    say(f"Submit a job:  adamtune submit examples/digits.yaml --url {urls['api']} --watch")
+    say("Stop with Ctrl-C.")
