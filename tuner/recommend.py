@@ -8,6 +8,7 @@ the untuned baseline. Imports no torch: the API builds recommendations too.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.driver import best_trial
 from tuner.snippet import render_snippet
 from tuner.spec import JobSpec
 
@@ -53,6 +55,16 @@ def baseline_objective(trials: Sequence[FrozenTrial]) -> float | None:
         if _role(t) == "baseline":
             return float(t.value)  # type: ignore[arg-type]
     return None
+
+
+def gain_over_baseline(objective: float | None, baseline: float | None) -> float | None:
+    """How much lower ``objective`` is than the untuned baseline's, as a fraction of the
+    baseline's magnitude (0.25: 25% lower); None without two finite numbers or at baseline 0."""
+    if objective is None or baseline is None or baseline == 0:
+        return None
+    if not (math.isfinite(objective) and math.isfinite(baseline)):
+        return None
+    return (baseline - objective) / abs(baseline)
 
 
 def lr_band(completed: Sequence[FrozenTrial], best: float) -> dict[str, Any]:
@@ -124,9 +136,9 @@ def build_recommendation(
     trial has completed.
     """
     completed = _completed(trials)
-    if not completed:
+    best = best_trial(completed)
+    if best is None:
         raise NoCompletedTrialsError(len(trials))
-    best = min(completed, key=lambda t: (t.value, t.number))
     cfg = best.user_attrs["config"]
     value = float(best.value)  # type: ignore[arg-type]
     baseline = baseline_objective(trials)
@@ -143,7 +155,7 @@ def build_recommendation(
         "lr_floor": float(cfg.get("floor", 0.0)),
         "expected_objective": value,
         "baseline_objective": baseline,
-        "improvement": (baseline - value) / baseline if baseline and baseline > 0 else None,
+        "improvement": gain_over_baseline(value, baseline),
         "lr_range": _lr_range(sweep),
         "lr_band": lr_band(completed, value),
         "importances": (

@@ -1,9 +1,13 @@
 """One trial: train a workload with one optimizer configuration, evaluate, detect divergence.
 
+Also the vocabulary every trainer shares (this one and the population trainer's,
+:func:`tuner.population.run_population`): :class:`TrainSettings`, built once from the job;
+:class:`TrialResult`, how a trial or a population member ended; :class:`TrialInterrupted`,
+the one cooperative stop, carrying its step, that lets a worker hand its trials back.
+
 The loop is deliberately plain (nanoGPT style): device and autocast are chosen once, the
 schedule is a ``LambdaLR`` over the pure functions of :mod:`tuner.schedules`, and every way a
-trial can end is a :class:`TrialResult` state, never an exception, except a cooperative stop
-(:class:`TrialInterrupted`) that lets a worker hand the trial back.
+trial can end is a :class:`TrialResult` state, never an exception, except the cooperative stop.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 
 from tuner.divergence import DivergenceMonitor
 from tuner.optim import OptimConfig, build_optimizer, build_scheduler
+from tuner.spec import JobSpec
 from tuner.workloads.base import Workload
 
 log = logging.getLogger(__name__)
@@ -31,16 +36,53 @@ MAX_DIAGNOSTIC_ELEMENTS = 1_000_000  # larger groups are subsampled (evenly stri
 
 
 class TrialInterrupted(Exception):
-    """Raised when ``should_stop()`` returns True: the caller should hand the trial back."""
+    """Raised when ``should_stop()`` returns True: the caller should hand its trials back."""
 
     def __init__(self, step: int):
         self.step = step
-        super().__init__(f"trial interrupted at step {step}")
+        super().__init__(f"training interrupted at step {step}")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How every trial of a job trains; the same for every trial, built once from the job."""
+
+    total_steps: int
+    eval_every: int
+    seed: int
+    device: str = "cpu"
+    grad_clip: float | None = None
+    lr_floor: float = 0.0  # decay floor, a fraction of the peak lr
+    collect_diagnostics: bool = True
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.eval_every < 1:
+            raise ValueError(
+                f"total_steps ({self.total_steps}) and eval_every ({self.eval_every}) must be >= 1"
+            )
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None (got {self.grad_clip})")
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, device: str | torch.device = "cpu") -> TrainSettings:
+        """The settings of ``spec``'s trials on ``device``."""
+        return cls(
+            total_steps=spec.budget.steps_per_trial,
+            eval_every=spec.budget.eval_every,
+            seed=spec.seed,
+            device=str(device),
+            grad_clip=spec.grad_clip,
+            lr_floor=spec.lr_floor,
+        )
 
 
 @dataclass
 class TrialResult:
-    """How one trial ended. ``value`` is the final validation loss of a complete trial."""
+    """How one trial (or population member) ended.
+
+    ``value`` is the final validation loss of a complete trial and the last one of a pruned
+    trial; ``steps`` the optimizer steps it took; ``curve`` its (step, validation loss) points.
+    """
 
     state: TrialState
     value: float | None
@@ -48,9 +90,14 @@ class TrialResult:
     steps: int
     curve: list[tuple[int, float]] = field(default_factory=list)
     diagnostics: dict[str, Any] | None = None
+    config: OptimConfig | None = None
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+ReportFn = Callable[[int, float], bool]
+StopFn = Callable[[], bool]
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CUDA only: CPU autocast is slower for these small models."""
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -58,7 +105,7 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, workload: Workload, device: str | torch.device) -> float:
+def validation_loss(model: nn.Module, workload: Workload, device: str | torch.device) -> float:
     """Mean validation loss over the workload's validation batches, weighted by batch size."""
     dev = torch.device(device)
     was_training = model.training
@@ -67,7 +114,7 @@ def evaluate(model: nn.Module, workload: Workload, device: str | torch.device) -
     try:
         for inputs, targets in workload.val_batches():
             inputs, targets = inputs.to(dev), targets.to(dev)
-            with _autocast(dev):
+            with autocast(dev):
                 loss = workload.loss(model(inputs), targets)
             n = int(inputs.shape[0])
             total += float(loss.float()) * n
@@ -144,7 +191,7 @@ class _Loop:
     def train_step(self) -> float:
         inputs, targets = next(self.batches)
         inputs, targets = inputs.to(self.device), targets.to(self.device)
-        with _autocast(self.device):
+        with autocast(self.device):
             loss = self.workload.loss(self.model(inputs), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,54 +205,48 @@ class _Loop:
 def run_trial(
     workload: Workload,
     cfg: OptimConfig,
+    settings: TrainSettings,
     *,
-    total_steps: int,
-    eval_every: int,
-    seed: int,
-    device: str | torch.device = "cpu",
-    grad_clip: float | None = None,
-    report: Callable[[int, float], bool] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    collect_diagnostics: bool = True,
+    report: ReportFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> TrialResult:
-    """Train ``workload`` with ``cfg`` for ``total_steps`` steps and return how it ended.
+    """Train ``workload`` with ``cfg`` for ``settings.total_steps`` steps; say how it ended.
 
     ``report(step, val_loss)`` is called after each evaluation once warmup is over and returns
     True to prune. Divergence and workload exceptions end the trial with a state and a reason;
     only ``should_stop()`` returning True raises (:class:`TrialInterrupted`).
     """
-    dev = torch.device(device)
+    dev = torch.device(settings.device)
     try:
-        torch.manual_seed(seed)
-        model = workload.make_model(seed).to(dev)
+        torch.manual_seed(settings.seed)
+        model = workload.make_model(settings.seed).to(dev)
         model.train()
         optimizer = build_optimizer(model, cfg)
         loop = _Loop(
             workload,
             model,
             optimizer,
-            build_scheduler(optimizer, cfg, total_steps),
-            workload.train_batches(seed),
+            build_scheduler(optimizer, cfg, settings.total_steps),
+            workload.train_batches(settings.seed),
             dev,
-            grad_clip,
+            settings.grad_clip,
         )
-        return _run(loop, cfg, total_steps, eval_every, report, should_stop, collect_diagnostics)
+        return _run(loop, cfg, settings, report, should_stop)
     except TrialInterrupted:
         raise
     except Exception as exc:  # a broken workload or config must not kill the worker
         log.warning("trial failed: %r", exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return TrialResult("failed", None, repr(exc), 0)
+        return TrialResult("failed", None, repr(exc), 0, config=cfg)
 
 
 def _run(
     loop: _Loop,
     cfg: OptimConfig,
-    total_steps: int,
-    eval_every: int,
-    report: Callable[[int, float], bool] | None,
-    should_stop: Callable[[], bool] | None,
-    collect_diagnostics: bool,
+    settings: TrainSettings,
+    report: ReportFn | None,
+    should_stop: StopFn | None,
 ) -> TrialResult:
+    total_steps, eval_every = settings.total_steps, settings.eval_every
     monitor = DivergenceMonitor(cfg.warmup_steps)
     curve: list[tuple[int, float]] = []
     for step in range(total_steps):
@@ -213,20 +254,21 @@ def _run(
             raise TrialInterrupted(step)
         reason = monitor.update(step, loop.train_step())
         if reason is not None:
-            return TrialResult("diverged", None, reason, step + 1, curve)
+            return TrialResult("diverged", None, reason, step + 1, curve, config=cfg)
         done = step + 1
         if done % eval_every != 0 and done != total_steps:
             continue
-        val = evaluate(loop.model, loop.workload, loop.device)
+        val = validation_loss(loop.model, loop.workload, loop.device)
         if not math.isfinite(val):
-            return TrialResult(
-                "diverged", None, f"non-finite validation loss at step {done}", done, curve
-            )
+            reason = f"non-finite validation loss at step {done}"
+            return TrialResult("diverged", None, reason, done, curve, config=cfg)
         curve.append((done, val))
         prune = report is not None and done >= cfg.warmup_steps and report(done, val)
         if prune and done < total_steps:  # the last evaluation is reported, never pruned
-            return TrialResult("pruned", val, f"pruned at step {done}", done, curve)
+            return TrialResult("pruned", val, f"pruned at step {done}", done, curve, config=cfg)
     diagnostics = (
-        effective_step_diagnostics(loop.model, loop.optimizer) if collect_diagnostics else None
+        effective_step_diagnostics(loop.model, loop.optimizer)
+        if settings.collect_diagnostics
+        else None
     )
-    return TrialResult("complete", curve[-1][1], None, total_steps, curve, diagnostics)
+    return TrialResult("complete", curve[-1][1], None, total_steps, curve, diagnostics, cfg)

@@ -2,7 +2,8 @@
 
 Handing out trials happens under the job's search lock (``tuner.db.claims``): fail the
 stale trials of dead workers (re-enqueued with the same parameters), count the study
-against its budget (``workers.budget``), and ask only the trials that are owed. Training
+against its budget (``tuner.driver.BudgetCount``), and ask only the trials that are owed,
+through the search's one :class:`tuner.driver.SearchDriver` (as ``adamtune tune`` does). Training
 runs outside the lock, one trial at a time or K at once as a population. After each batch
 the worker writes the job's progress and a partial recommendation; the worker that sees the
 budget spent finalises the job, exactly once.
@@ -11,7 +12,6 @@ budget spent finalises the job, exactly once.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,14 +21,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner import recommend, search
+from tuner import recommend
+from tuner.batch import train_trials
 from tuner.db import claims
 from tuner.db.claims import LockGrant, LockRefused, Progress
 from tuner.db.engine import transaction
 from tuner.db.trials import REASON_ATTR
-from tuner.population import PopulationInterrupted, evaluate_population
-from tuner.train import TrialInterrupted
-from workers import budget
+from tuner.driver import BudgetCount, SearchDriver, TrialOutcome, best_trial, best_value
+from tuner.population import train_population
+from tuner.train import TrainSettings, TrialInterrupted
 from workers.context import ContextCache, JobContext
 from workers.errors import TRANSIENT_ERRORS, describe
 from workers.heartbeat import HeartbeatThread
@@ -79,7 +80,7 @@ class TrialRunner:
             if count.done or count.exhausted:
                 ctx.progress_pending = False
                 return FINALISED if self.finalise(ctx, trials, count) else NOTHING
-            asked = [self._ask(ctx) for _ in range(min(most, count.owed))]
+            asked = self.driver(ctx).ask(min(most, count.owed))
         if ctx.progress_pending:  # the trials this worker told last, recorded outside the lock
             self.record_progress(ctx, trials, count)
         if not asked:
@@ -89,17 +90,24 @@ class TrialRunner:
                  count.finished, ctx.total)
         return asked
 
-    def _count(self, ctx: JobContext) -> tuple[list[FrozenTrial], budget.BudgetCount]:
+    def driver(self, ctx: JobContext) -> SearchDriver:
+        """The search loop's ask/tell/count for this job, as this worker: every asked trial
+        gets a heartbeat at once and this worker's id and device."""
+        identity = self.runtime.identity
+        return SearchDriver(
+            ctx.study, ctx.total, tags={"worker_id": identity.worker_id, "device": identity.device},
+            on_ask=self._first_heartbeat, label=f"job {ctx.job_id}: ",
+        )
+
+    def _count(self, ctx: JobContext) -> tuple[list[FrozenTrial], BudgetCount]:
         """The study's trials and budget, after reaping stale trials when due."""
         reap_due = time.monotonic() - ctx.reaped_at > self.runtime.timing.heartbeat_interval
         if reap_due:
             self._reap(ctx)
-        trials = ctx.study.get_trials(deepcopy=False)
-        count = budget.count(trials, ctx.total)
+        trials, count = self.driver(ctx).count()
         if count.owed == 0 and count.running > 0 and not reap_due:
             self._reap(ctx)
-            trials = ctx.study.get_trials(deepcopy=False)
-            count = budget.count(trials, ctx.total)
+            trials, count = self.driver(ctx).count()
         ctx.finished_seen = count.finished
         return trials, count
 
@@ -108,12 +116,8 @@ class TrialRunner:
         optuna.storages.fail_stale_trials(ctx.study)
         ctx.reaped_at = time.monotonic()
 
-    def _ask(self, ctx: JobContext) -> optuna.Trial:
-        trial = ctx.study.ask()
+    def _first_heartbeat(self, trial: optuna.Trial) -> None:
         self.runtime.storage.record_heartbeat(trial._trial_id)
-        trial.set_user_attr("worker_id", self.runtime.identity.worker_id)
-        trial.set_user_attr("device", self.runtime.identity.device)
-        return trial
 
     @contextmanager
     def search_lock(self, job_id: str, owner: str) -> Iterator[LockGrant | LockRefused]:
@@ -174,8 +178,8 @@ class TrialRunner:
         self.heartbeat.watch(ctx.job_id, trial_ids=tuple(t._trial_id for t in trials))
         try:
             outcomes = self._evaluate(ctx, trials)
-        except (TrialInterrupted, PopulationInterrupted) as exc:
-            self._interrupted(ctx, trials, int(getattr(exc, "step", 0)))
+        except TrialInterrupted as exc:
+            self._interrupted(ctx, trials, exc.step)
             return
         except TRANSIENT_ERRORS as exc:
             log.warning("job %s: database error during trials %s (%s); handing them back",
@@ -187,22 +191,20 @@ class TrialRunner:
             for trial in trials:
                 self._fail(ctx, trial, f"{type(exc).__name__}: {exc}")
         else:
+            driver = self.driver(ctx)
             for trial, outcome in zip(trials, outcomes, strict=True):
-                search.tell(ctx.study, trial, outcome)
-                log.info("job %s: trial %d %s (value %s)%s", ctx.job_id, trial.number,
-                         outcome.state.name.lower(), outcome.value,
-                         f": {outcome.reason}" if outcome.reason else "")
+                driver.tell(trial, outcome)
         finally:
             self.heartbeat.watch(ctx.job_id)
         ctx.progress_pending = True
         if self.stopping.is_set() or ctx.finished_seen + len(trials) >= ctx.total:
             self.after_trials(ctx)  # no next hand-out to carry it, or the budget may be spent
 
-    def _evaluate(self, ctx: JobContext, trials: list[optuna.Trial]) -> list[search.TrialOutcome]:
+    def _evaluate(self, ctx: JobContext, trials: list[optuna.Trial]) -> list[TrialOutcome]:
         """One at a time, or as a population (which falls back itself where it cannot vmap)."""
-        evaluate = evaluate_population if len(trials) > 1 else search.evaluate_trials
-        return evaluate(trials, ctx.workload, ctx.spec, ctx.space,
-                        device=self.runtime.identity.device, should_stop=self.should_stop)
+        train = train_population if len(trials) > 1 else train_trials
+        settings = TrainSettings.from_spec(ctx.spec, self.runtime.identity.device)
+        return train(trials, ctx.workload, settings, ctx.space, self.should_stop)
 
     def _fail(self, ctx: JobContext, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr(REASON_ATTR, reason)
@@ -259,8 +261,7 @@ class TrialRunner:
         Usually the worker's next hand-out does this with the trials it reads anyway (one
         read of the study fewer per trial); this is for when there is no next hand-out.
         """
-        trials = ctx.study.get_trials(deepcopy=False)
-        count = budget.count(trials, ctx.total)
+        trials, count = self.driver(ctx).count()
         if count.done or count.exhausted:
             ctx.progress_pending = False
             self.finalise(ctx, trials, count)
@@ -268,7 +269,7 @@ class TrialRunner:
         self.record_progress(ctx, trials, count)
 
     def record_progress(
-        self, ctx: JobContext, trials: Sequence[FrozenTrial], count: budget.BudgetCount
+        self, ctx: JobContext, trials: Sequence[FrozenTrial], count: BudgetCount
     ) -> None:
         """Write the job's progress and, when it changed, a partial recommendation."""
         ctx.progress_pending = False
@@ -289,22 +290,24 @@ class TrialRunner:
         within ``PARTIAL_REFRESH_S``.
         Progress counters are written after every trial regardless.
         """
-        best = best_trial_number(ctx, trials)
+        best = best_trial(trials)
         now = time.monotonic()
-        if best is None or (best == ctx.partial_best and now - ctx.partial_at <= PARTIAL_REFRESH_S):
+        if best is None or (
+            best.number == ctx.partial_best and now - ctx.partial_at <= PARTIAL_REFRESH_S
+        ):
             return None
         refit = not ctx.importances or now - ctx.importances_at > PARTIAL_REFRESH_S
         partial = recommendation(
             ctx, trials, final=False, known_importances=None if refit else ctx.importances
         )
         if partial is not None:
-            ctx.partial_best, ctx.partial_at = best, now
+            ctx.partial_best, ctx.partial_at = best.number, now
             if refit:
                 ctx.importances, ctx.importances_at = partial["importances"], now
         return partial
 
     def finalise(
-        self, ctx: JobContext, trials: Sequence[FrozenTrial], count: budget.BudgetCount
+        self, ctx: JobContext, trials: Sequence[FrozenTrial], count: BudgetCount
     ) -> bool:
         """``searching`` → ``completed`` with the final recommendation; True for the one winner.
 
@@ -323,15 +326,6 @@ class TrialRunner:
             log.info("job %s %s: %d trials finished", ctx.job_id,
                      "completed" if body is not None else "failed", count.finished)
         return won
-
-
-def best_trial_number(ctx: JobContext, trials: Sequence[FrozenTrial]) -> int | None:
-    """Number of the best complete trial (ties: the earliest), None while none completed."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if not done:
-        return None
-    sign = -1.0 if ctx.study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return min(done, key=lambda t: (sign * float(t.value), t.number)).number  # type: ignore[arg-type]
 
 
 def recommendation(
@@ -361,11 +355,8 @@ def no_result_error(ctx: JobContext, trials: Sequence[FrozenTrial]) -> str:
 
 
 def progress_of(
-    ctx: JobContext, trials: Sequence[FrozenTrial], count: budget.BudgetCount
+    ctx: JobContext, trials: Sequence[FrozenTrial], count: BudgetCount
 ) -> Progress:
-    """Finished trials, the best objective so far and the untuned baseline's objective."""
-    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    values = [v for v in values if math.isfinite(v)]
-    maximise = ctx.study.direction == optuna.study.StudyDirection.MAXIMIZE
-    best = (max(values) if maximise else min(values)) if values else None
-    return Progress(count.finished, best, recommend.baseline_objective(trials))
+    """Finished trials (COMPLETE + PRUNED), the best objective so far and the untuned
+    baseline's objective."""
+    return Progress(count.finished, best_value(trials), recommend.baseline_objective(trials))

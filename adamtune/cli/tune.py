@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-from typing import Any
 
 from adamtune.cli.render import render_recommendation
 from tuner.spec import JobFileError, JobSpec, load_job_file, parse_job
@@ -39,15 +38,6 @@ def _check_device(device: str) -> str | None:
     if dev.index is not None and dev.index >= torch.cuda.device_count():
         return f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
     return None
-
-
-def _population_evaluator(spec: JobSpec) -> Any:
-    """The population trainer's batch evaluator for ``population`` > 1, else None."""
-    if spec.population <= 1:
-        return None
-    from tuner.population import evaluate_population
-
-    return evaluate_population
 
 
 class _ProgressPrinter:
@@ -100,8 +90,9 @@ def _limit_cpu_threads(device: str) -> None:
 def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
     import optuna
 
+    from tuner.local_search import run_local_search
     from tuner.recommend import NoCompletedTrialsError
-    from tuner.search import StudyConflictError, run_local_search
+    from tuner.search import StudyConflictError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _limit_cpu_threads(args.device)
@@ -111,7 +102,6 @@ def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
             device=args.device,
             storage=args.storage,
             progress=_ProgressPrinter(),
-            evaluate_batch=_population_evaluator(spec),
         )
     except StudyConflictError as exc:
         return _fail(str(exc))

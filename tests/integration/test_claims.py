@@ -21,9 +21,10 @@ from tuner import search
 from tuner.db import claims, events, jobs, recommendations, sweeps
 from tuner.db.engine import db_now, make_engine, make_session_factory, transaction
 from tuner.db.models import Job, JobEvent
+from tuner.driver import BudgetCount
 from tuner.settings import Settings
 from tuner.spec import parse_job
-from workers import budget
+from tuner.train import TrainSettings
 from workers.context import load_context, open_or_create_study
 from workers.heartbeat import HeartbeatThread
 from workers.runtime import Identity, Runtime, Timing
@@ -288,7 +289,7 @@ def _run_worker(url: str, job_id: str, name: str, outcome: dict[str, Any], die: 
                 continue
             trial = asked[0]
             heartbeat.watch(job_id, trial_ids=(trial._trial_id,))
-            search.trial_config(trial, ctx.space, ctx.spec)
+            search.trial_config(trial, ctx.space, TrainSettings.from_spec(ctx.spec))
             if die:
                 outcome["abandoned"] = trial.number
                 return
@@ -333,7 +334,7 @@ def test_budget_is_exact_with_concurrent_workers_and_a_dead_one(
     abandoned = outcomes["w0"]["abandoned"]
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == abandoned]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
-    assert budget.count(trials, total).finished == total
+    assert BudgetCount.of(trials, total).finished == total
     with transaction(sessions) as s:
         rec = recommendations.get_recommendation(s, job_id)
         assert rec is not None and rec.final

@@ -10,18 +10,15 @@ import pytest
 from optuna.trial import TrialState
 from test_train import LinearWorkload
 
-from tuner.population import evaluate as population_evaluate
-from tuner.population import evaluate_population
-from tuner.search import (
-    ROLE_BASELINE,
-    evaluate_trials,
-    finished_trials,
-    make_sampler,
-    run_local_search,
-    tell,
-)
+from tuner.batch import train_trials
+from tuner.driver import BudgetCount, SearchDriver
+from tuner.local_search import run_local_search
+from tuner.population import train_population
+from tuner.population import trials as population_trials
+from tuner.search import ROLE_BASELINE, make_sampler
 from tuner.space import resolve_space
 from tuner.spec import JobSpec
+from tuner.train import TrainSettings
 from tuner.workloads import get
 
 LR_RANGE = {"low": 1e-3, "suggested": 4e-3, "high": 3e-2}
@@ -44,24 +41,29 @@ def job(**overrides: object) -> JobSpec:
     return JobSpec.model_validate({**TINY, **overrides})
 
 
-def evaluated_study(evaluate, spec: JobSpec, workload=None):  # type: ignore[no-untyped-def]
+def finished(study: optuna.Study) -> int:
+    return BudgetCount.of(study.get_trials(deepcopy=False), 0).finished
+
+
+def evaluated_study(train, spec: JobSpec, workload=None):  # type: ignore[no-untyped-def]
     """A study with the baseline and PARAMS enqueued, asked at once and told."""
     space = resolve_space(spec, {"low": 1e-4, "suggested": 1e-3, "high": 10.0})
     study = optuna.create_study(pruner=optuna.pruners.NopPruner())
     study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
     for params in PARAMS:
         study.enqueue_trial(params)
-    trials = [study.ask() for _ in range(1 + len(PARAMS))]
-    outcomes = evaluate(trials, workload or get(spec.workload), spec, space)
+    driver = SearchDriver(study, spec.budget.trials)
+    trials = driver.ask(1 + len(PARAMS))
+    outcomes = train(trials, workload or get(spec.workload), TrainSettings.from_spec(spec), space)
     for trial, outcome in zip(trials, outcomes, strict=True):
-        tell(study, trial, outcome)
+        driver.tell(trial, outcome)
     return study
 
 
 def test_a_population_reaches_the_outcomes_of_one_trial_at_a_time() -> None:
     spec = job()
-    together = evaluated_study(evaluate_population, spec).trials
-    apart = evaluated_study(evaluate_trials, spec).trials
+    together = evaluated_study(train_population, spec).trials
+    apart = evaluated_study(train_trials, spec).trials
     for a, b in zip(together, apart, strict=True):
         assert a.state == b.state
         assert a.user_attrs["config"] == b.user_attrs["config"]
@@ -89,11 +91,13 @@ def test_members_are_pruned_through_the_study_but_never_the_baseline() -> None:
     space = resolve_space(spec, LR_RANGE)
     study = optuna.create_study(pruner=PruneEverything(), sampler=make_sampler(0))
     study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
-    trials = [study.ask() for _ in range(3)]
-    for trial, outcome in zip(
-        trials, evaluate_population(trials, get("regression_mlp"), spec, space), strict=True
-    ):
-        tell(study, trial, outcome)
+    driver = SearchDriver(study, spec.budget.trials)
+    trials = driver.ask(3)
+    outcomes = train_population(
+        trials, get("regression_mlp"), TrainSettings.from_spec(spec), space
+    )
+    for trial, outcome in zip(trials, outcomes, strict=True):
+        driver.tell(trial, outcome)
     baseline, *searched = study.trials
     assert baseline.state == TrialState.COMPLETE and baseline.user_attrs["steps"] == 30
     for trial in searched:
@@ -104,9 +108,9 @@ def test_members_are_pruned_through_the_study_but_never_the_baseline() -> None:
 
 def test_a_local_search_with_a_population_spends_the_budget_on_distinct_trials() -> None:
     spec = job(population=4)
-    result = run_local_search(spec, evaluate_batch=evaluate_population)
+    result = run_local_search(spec)  # the population trainer: spec.population > 1
     study = result.study
-    assert finished_trials(study) == spec.budget.trials
+    assert finished(study) == spec.budget.trials
     assert [t.user_attrs["population"] for t in study.trials] == [4] * 4 + [2] * 2
     searched = [tuple(sorted(t.params.items())) for t in study.trials if t.params]
     assert len(set(searched)) == len(searched)  # the constant liar keeps asked trials apart
@@ -121,12 +125,12 @@ class NotVmappable(LinearWorkload):
 def test_a_workload_that_cannot_be_vmapped_runs_one_at_a_time_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    population_evaluate._VMAP_PROBES.pop(NotVmappable.name, None)
+    population_trials._VMAP_PROBES.pop(NotVmappable.name, None)
     spec = job(search={"lr": {"low": 1e-3, "high": 1e-2}})
-    with caplog.at_level(logging.WARNING, logger="tuner.population.evaluate"):
-        study = evaluated_study(evaluate_population, spec, NotVmappable())
-        evaluated_study(evaluate_population, spec, NotVmappable())
+    with caplog.at_level(logging.WARNING, logger="tuner.population.trials"):
+        study = evaluated_study(train_population, spec, NotVmappable())
+        evaluated_study(train_population, spec, NotVmappable())
     warnings = [r.message for r in caplog.records if "one at a time" in r.getMessage()]
     assert len(warnings) == 1 and "linear_not_vmappable" in caplog.text
     assert all("population" not in t.user_attrs for t in study.trials)
-    assert finished_trials(study) == 4
+    assert finished(study) == 4

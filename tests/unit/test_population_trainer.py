@@ -10,13 +10,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from tuner.optim import OptimConfig, build_optimizer, build_scheduler
-from tuner.population import (
-    PopulationInterrupted,
-    PopulationMemberResult,
-    can_vmap,
-    train_population,
-)
+from tuner.population import can_vmap, run_population
 from tuner.population.trainer import PopulationRun
+from tuner.train import TrainSettings, TrialInterrupted, TrialResult
 from tuner.workloads import get
 from tuner.workloads.base import Batch, Workload
 
@@ -52,17 +48,16 @@ def reference_curve(workload: Workload, cfg: OptimConfig, steps: int, every: int
     return curve
 
 
-def run_population(
-    configs: list[OptimConfig], steps: int = 20, **kwargs: object
-) -> list[PopulationMemberResult]:
-    return train_population(
-        get("regression_mlp"), configs, total_steps=steps, eval_every=5, seed=SEED, **kwargs
-    )
+def train_members(
+    configs: list[OptimConfig], steps: int = 20, grad_clip: float | None = None, **kwargs: object
+) -> list[TrialResult]:
+    settings = TrainSettings(steps, 5, seed=SEED, grad_clip=grad_clip)
+    return run_population(get("regression_mlp"), configs, settings, **kwargs)  # type: ignore[arg-type]
 
 
 def test_curves_match_single_torch_optim_trials() -> None:
     workload = get("regression_mlp")
-    results = run_population(CONFIGS, steps=20)
+    results = train_members(CONFIGS, steps=20)
     for result, cfg in zip(results, CONFIGS, strict=True):
         assert result.state == "complete" and result.reason is None and result.steps == 20
         assert [s for s, _ in result.curve] == [5, 10, 15, 20]
@@ -76,8 +71,8 @@ def test_curves_match_single_torch_optim_trials() -> None:
 
 
 def test_diverging_member_is_stopped_and_changes_no_other_member() -> None:
-    with_it = run_population([CONFIGS[0], HUGE_LR, CONFIGS[1], CONFIGS[2]])
-    without = run_population(CONFIGS)
+    with_it = train_members([CONFIGS[0], HUGE_LR, CONFIGS[1], CONFIGS[2]])
+    without = train_members(CONFIGS)
     diverged = with_it[1]
     assert diverged.state == "diverged" and diverged.value is None
     assert diverged.steps < 5 and "training loss" in (diverged.reason or "")
@@ -89,38 +84,22 @@ def test_diverging_member_is_stopped_and_changes_no_other_member() -> None:
 
 def test_compaction_drops_pruned_rows_and_keeps_survivors_exact() -> None:
     workload = get("regression_mlp")
-    kwargs = dict(
-        total_steps=20,
-        eval_every=5,
-        seed=SEED,
-        device=torch.device("cpu"),
-        grad_clip=None,
-        divergence_factor=10.0,
-        collect_diagnostics=False,
-    )
-    full = PopulationRun(workload, CONFIGS, **kwargs)  # type: ignore[arg-type]
+    settings = TrainSettings(20, 5, seed=SEED, collect_diagnostics=False)
+    full = PopulationRun(workload, CONFIGS, settings, divergence_factor=10.0)
     full.run(lambda step, values: [step == 10 and i == 1 for i in range(3)], None)
     assert full.alive == [0, 2] and full.stacked.size == 2  # member 1 left the stack
     assert full.optimizer.exp_avg.shape[0] == 2 and len(full.optimizer.hyper.lr) == 2
     assert full.members[1].result is not None and full.members[1].result.state == "pruned"
     assert full.members[1].result.steps == 10
-    alone = PopulationRun(workload, [CONFIGS[0], CONFIGS[2]], **kwargs)  # type: ignore[arg-type]
+    alone = PopulationRun(workload, [CONFIGS[0], CONFIGS[2]], settings, divergence_factor=10.0)
     alone.run(None, None)
     assert torch.equal(full.stacked.flat, alone.stacked.flat)
     assert torch.equal(full.optimizer.max_exp_avg_sq, alone.optimizer.max_exp_avg_sq)
 
 
 def test_pruning_the_last_amsgrad_member_drops_the_running_max() -> None:
-    kwargs = dict(
-        total_steps=10,
-        eval_every=5,
-        seed=SEED,
-        device=torch.device("cpu"),
-        grad_clip=None,
-        divergence_factor=10.0,
-        collect_diagnostics=False,
-    )
-    run = PopulationRun(get("regression_mlp"), CONFIGS, **kwargs)  # type: ignore[arg-type]
+    settings = TrainSettings(10, 5, seed=SEED, collect_diagnostics=False)
+    run = PopulationRun(get("regression_mlp"), CONFIGS, settings, divergence_factor=10.0)
     assert run.optimizer.max_exp_avg_sq is not None
     run.run(lambda step, values: [i == 2 for i in range(3)], None)  # CONFIGS[2]: amsgrad
     assert run.alive == [0, 1] and run.optimizer.max_exp_avg_sq is None
@@ -134,7 +113,7 @@ def test_prune_waits_for_each_members_warmup_and_never_hits_the_last_step() -> N
         seen.append((step, values))
         return [i != 2 for i in range(3)]  # prune 0 and 1 whenever allowed, never 2
 
-    results = run_population(configs, steps=20, report=report)
+    results = train_members(configs, steps=20, report=report)
     assert [r.state for r in results] == ["pruned", "pruned", "complete"]
     assert results[0].steps == 5 and results[1].steps == 15  # member 1: first report after warmup
     assert seen[0][1][1] is None and seen[1][1][1] is None  # not reported during its warmup
@@ -149,29 +128,29 @@ def test_should_stop_interrupts_the_whole_population() -> None:
         calls.append(1)
         return len(calls) >= 2
 
-    with pytest.raises(PopulationInterrupted) as info:
-        run_population(CONFIGS, should_stop=should_stop)
+    with pytest.raises(TrialInterrupted) as info:
+        train_members(CONFIGS, should_stop=should_stop)
     assert info.value.step == 5
 
 
 def test_per_member_grad_clip_matches_single_trials_only_through_its_own_norm() -> None:
-    clipped = run_population(CONFIGS[:2], steps=10, grad_clip=0.05)
-    plain = run_population(CONFIGS[:2], steps=10)
+    clipped = train_members(CONFIGS[:2], steps=10, grad_clip=0.05)
+    plain = train_members(CONFIGS[:2], steps=10)
     assert all(r.state == "complete" for r in clipped)
     assert clipped[0].curve != plain[0].curve  # a tiny max norm changes the trajectory
 
 
 def test_bad_config_fails_every_member_with_the_reason() -> None:
-    results = run_population([OptimConfig(), OptimConfig(optimizer="sgd")])
+    results = train_members([OptimConfig(), OptimConfig(optimizer="sgd")])
     assert [r.state for r in results] == ["failed", "failed"]
     assert "unknown optimizer 'sgd'" in (results[1].reason or "")
 
 
 def test_argument_errors_are_raised() -> None:
     with pytest.raises(ValueError, match="configs is empty"):
-        run_population([])
+        train_members([])
     with pytest.raises(ValueError, match="grad_clip must be > 0"):
-        run_population(CONFIGS, grad_clip=0.0)
+        train_members(CONFIGS, grad_clip=0.0)
 
 
 class _ScatterModel(nn.Module):
@@ -259,7 +238,7 @@ def test_batchnorm_in_train_mode_works_with_per_member_running_stats() -> None:
     workload = _SmallWorkload("batchnorm")
     assert can_vmap(workload) == (True, "ok")
     cfgs = [OptimConfig(lr=1e-2), OptimConfig(optimizer="adamw", lr=3e-3, weight_decay=0.1)]
-    results = train_population(workload, cfgs, total_steps=6, eval_every=3, seed=SEED)
+    results = run_population(workload, cfgs, TrainSettings(6, 3, seed=SEED))
     for result, cfg in zip(results, cfgs, strict=True):
         expected = reference_curve(workload, cfg, 6, 3)  # eval mode: the running stats count
         assert [v for _, v in result.curve] == pytest.approx(expected, rel=1e-5)
@@ -267,5 +246,5 @@ def test_batchnorm_in_train_mode_works_with_per_member_running_stats() -> None:
 
 def test_a_workload_that_cannot_be_vmapped_fails_every_member_cleanly() -> None:
     cfgs = [OptimConfig(lr=1e-2), OptimConfig(lr=3e-3)]
-    results = train_population(_SmallWorkload("dropout"), cfgs, total_steps=6, eval_every=3, seed=0)
+    results = run_population(_SmallWorkload("dropout"), cfgs, TrainSettings(6, 3, seed=0))
     assert all(r.state == "failed" and "randomness" in (r.reason or "") for r in results)

@@ -10,6 +10,9 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 from test_train import LinearWorkload
 
+from tuner.batch import thin_curve, train_trial, train_trials
+from tuner.driver import BudgetCount, SearchDriver, TrialOutcome
+from tuner.local_search import run_local_search
 from tuner.recommend import NoCompletedTrialsError
 from tuner.search import (
     ROLE_BASELINE,
@@ -17,18 +20,13 @@ from tuner.search import (
     ROLE_SWEEP,
     StudyConflictError,
     config_from_trial,
-    evaluate_trial,
-    evaluate_trials,
-    finished_trials,
     make_pruner,
     open_study,
-    run_local_search,
-    tell,
-    thin_curve,
 )
 from tuner.space import DEFAULT_LR, ResolvedSpace, resolve_space, schedule_suggestion_params
 from tuner.spec import JobSpec
-from tuner.workloads import get
+from tuner.train import TrainSettings
+from tuner.workloads import Workload, get
 
 LR_RANGE = {"low": 1e-3, "suggested": 4e-3, "high": 3e-2}
 TINY = {
@@ -40,6 +38,25 @@ TINY = {
 
 def job(**overrides: object) -> JobSpec:
     return JobSpec.model_validate({**TINY, **overrides})
+
+
+def settings(spec: JobSpec) -> TrainSettings:
+    return TrainSettings.from_spec(spec)
+
+
+def train_and_tell(
+    study: optuna.Study, workload: Workload, spec: JobSpec, space: ResolvedSpace
+) -> TrialOutcome:
+    """One ask / train / tell through the search driver."""
+    driver = SearchDriver(study, spec.budget.trials)
+    (trial,) = driver.ask(1)
+    outcome = train_trial(trial, workload, settings(spec), space)
+    driver.tell(trial, outcome)
+    return outcome
+
+
+def finished(study: optuna.Study) -> int:
+    return BudgetCount.of(study.get_trials(deepcopy=False), 0).finished
 
 
 # ---------------------------------------------------------------- space
@@ -104,7 +121,7 @@ def test_config_from_trial_parameterisation() -> None:
         "warmup_fraction": 0.1,
         "schedule": "cosine",
     }
-    cfg = config_from_trial(FixedTrial(params), space, job(lr_floor=0.1))
+    cfg = config_from_trial(FixedTrial(params), space, settings(job(lr_floor=0.1)))
     assert cfg.optimizer == "adamw" and cfg.lr == 2e-3 and cfg.beta2 == pytest.approx(0.98)
     assert cfg.weight_decay == pytest.approx(0.05)  # wd_times_lr / lr
     assert cfg.warmup_steps == 3 and cfg.schedule == "cosine" and cfg.floor == 0.1
@@ -130,12 +147,12 @@ def test_open_study_enqueues_baseline_then_sweep_then_schedule_suggestion() -> N
     assert first.user_attrs["role"] == ROLE_BASELINE and first.params == {}
     assert second.user_attrs["role"] == ROLE_SWEEP
     space = resolve_space(spec, LR_RANGE)
-    cfg = config_from_trial(second, space, spec)
+    cfg = config_from_trial(second, space, settings(spec))
     assert cfg.lr == 4e-3 and cfg.optimizer == "adam" and cfg.schedule == "constant"
     assert cfg.warmup_steps == 0
     # The sweep's lr as the mean of a decaying schedule: twice as high a peak, a short warmup.
     assert third.user_attrs["role"] == ROLE_SCHEDULE
-    cfg = config_from_trial(third, space, spec)
+    cfg = config_from_trial(third, space, settings(spec))
     assert cfg.lr == pytest.approx(8e-3) and cfg.schedule == "cosine" and cfg.optimizer == "adam"
     assert cfg.warmup_steps == round(0.05 * spec.budget.steps_per_trial)
 
@@ -192,8 +209,7 @@ def test_baseline_is_never_pruned_and_search_trials_not_before_warmup() -> None:
     study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
     w = get("regression_mlp")
     for _ in range(2):
-        trial = study.ask()
-        tell(study, trial, evaluate_trial(trial, w, spec, space))
+        train_and_tell(study, w, spec, space)
     baseline, searched = study.trials
     assert baseline.state == TrialState.COMPLETE and baseline.user_attrs["config"]["lr"] == 1e-3
     assert searched.state == TrialState.PRUNED
@@ -208,8 +224,7 @@ def test_seeded_trials_run_to_the_end_and_only_searched_trials_are_pruned() -> N
     space = resolve_space(spec, LR_RANGE)
     w = get("regression_mlp")
     for _ in range(4):
-        trial = study.ask()
-        tell(study, trial, evaluate_trial(trial, w, spec, space))
+        train_and_tell(study, w, spec, space)
     roles = [(t.user_attrs["role"], t.state) for t in study.trials]
     assert roles == [
         (ROLE_BASELINE, TrialState.COMPLETE),
@@ -225,11 +240,8 @@ def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
     )
     space = resolve_space(spec, None)
     study = optuna.create_study()
-    trial = study.ask()
-    outcome = evaluate_trial(trial, LinearWorkload(poison_at=3), spec, space)
-    tell(study, trial, outcome)
-    trial = study.ask()
-    tell(study, trial, evaluate_trial(trial, LinearWorkload(broken=True), spec, space))
+    outcome = train_and_tell(study, LinearWorkload(poison_at=3), spec, space)
+    train_and_tell(study, LinearWorkload(broken=True), spec, space)
     diverged, failed = study.trials
     assert outcome.state == TrialState.PRUNED and outcome.reason
     assert diverged.state == TrialState.PRUNED and "non-finite" in diverged.user_attrs["reason"]
@@ -237,7 +249,7 @@ def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
     assert (
         failed.state == TrialState.FAIL and "model factory exploded" in failed.user_attrs["reason"]
     )
-    assert finished_trials(study) == 1
+    assert finished(study) == 1
 
 
 # ---------------------------------------------------------------- local search
@@ -246,7 +258,7 @@ def test_diverged_trials_are_pruned_and_failures_fail_with_reasons() -> None:
 def test_local_search_spends_the_budget_and_is_reproducible() -> None:
     spec = job()
     first = run_local_search(spec)
-    assert finished_trials(first.study) == spec.budget.trials
+    assert finished(first.study) == spec.budget.trials
     assert (
         first.sweep is not None
         and first.study.user_attrs["sweep"]["lr_range"] == first.sweep.lr_range
@@ -272,14 +284,12 @@ def test_local_search_resumes_a_stored_study_and_refuses_another_job(tmp_path) -
 def test_population_seam_gets_batches_of_trials() -> None:
     sizes: list[int] = []
 
-    def batch(trials, workload, spec, space, *, device="cpu", should_stop=None):  # type: ignore[no-untyped-def]
+    def batch(trials, workload, settings, space, should_stop=None):  # type: ignore[no-untyped-def]
         sizes.append(len(trials))
-        return evaluate_trials(
-            trials, workload, spec, space, device=device, should_stop=should_stop
-        )
+        return train_trials(trials, workload, settings, space, should_stop)
 
     spec = job(population=2, sweep={"enabled": False})
-    run_local_search(spec, evaluate_batch=batch)
+    run_local_search(spec, train=batch)
     assert sizes == [2, 2, 1]
 
 

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 
 from tuner.divergence import DivergenceMonitor
 from tuner.optim import OptimConfig
-from tuner.train import TrialInterrupted, evaluate, run_trial
+from tuner.spec import JobSpec
+from tuner.train import TrainSettings, TrialInterrupted, run_trial, validation_loss
 from tuner.workloads import get
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -56,7 +57,7 @@ class LinearWorkload:
 
 def test_complete_trial_records_curve_and_diagnostics() -> None:
     w = get("regression_mlp")
-    result = run_trial(w, OptimConfig(lr=3e-3), total_steps=45, eval_every=20, seed=0)
+    result = run_trial(w, OptimConfig(lr=3e-3), TrainSettings(45, 20, seed=0))
     assert result.state == "complete" and result.reason is None and result.steps == 45
     assert [s for s, _ in result.curve] == [20, 40, 45]  # every eval_every steps, and the last step
     assert result.value == result.curve[-1][1]
@@ -71,7 +72,7 @@ def test_complete_trial_records_curve_and_diagnostics() -> None:
 
 def test_same_seed_same_result() -> None:
     w = get("regression_mlp")
-    runs = [run_trial(w, OptimConfig(), total_steps=20, eval_every=10, seed=3) for _ in range(2)]
+    runs = [run_trial(w, OptimConfig(), TrainSettings(20, 10, seed=3)) for _ in range(2)]
     assert runs[0].curve == runs[1].curve
 
 
@@ -83,7 +84,7 @@ def test_report_is_never_called_before_warmup_ends() -> None:
         return False
 
     cfg = OptimConfig(warmup_steps=25, schedule="cosine")
-    result = run_trial(LinearWorkload(), cfg, total_steps=60, eval_every=10, seed=0, report=report)
+    result = run_trial(LinearWorkload(), cfg, TrainSettings(60, 10, seed=0), report=report)
     assert result.state == "complete"
     assert seen == [30, 40, 50, 60]
     assert [s for s, _ in result.curve] == [10, 20, 30, 40, 50, 60]
@@ -92,31 +93,25 @@ def test_report_is_never_called_before_warmup_ends() -> None:
 def test_report_returning_true_prunes() -> None:
     cfg = OptimConfig(warmup_steps=20)
     result = run_trial(
-        LinearWorkload(), cfg, total_steps=60, eval_every=10, seed=0, report=lambda s, v: True
+        LinearWorkload(), cfg, TrainSettings(60, 10, seed=0), report=lambda s, v: True
     )
     assert result.state == "pruned" and result.steps == 20 and result.value == result.curve[-1][1]
 
 
 def test_non_finite_loss_diverges_without_raising() -> None:
-    result = run_trial(
-        LinearWorkload(poison_at=7), OptimConfig(), total_steps=30, eval_every=10, seed=0
-    )
+    result = run_trial(LinearWorkload(poison_at=7), OptimConfig(), TrainSettings(30, 10, seed=0))
     assert result.state == "diverged" and result.value is None
     assert "non-finite training loss" in (result.reason or "") and "step 7" in (result.reason or "")
 
 
 def test_exploding_loss_diverges() -> None:
-    result = run_trial(
-        get("regression_mlp"), OptimConfig(lr=30.0), total_steps=60, eval_every=20, seed=0
-    )
+    result = run_trial(get("regression_mlp"), OptimConfig(lr=30.0), TrainSettings(60, 20, seed=0))
     assert result.state == "diverged"
     assert result.reason and ("exceeded 10x" in result.reason or "non-finite" in result.reason)
 
 
 def test_workload_exception_fails_the_trial_with_its_repr() -> None:
-    result = run_trial(
-        LinearWorkload(broken=True), OptimConfig(), total_steps=10, eval_every=5, seed=0
-    )
+    result = run_trial(LinearWorkload(broken=True), OptimConfig(), TrainSettings(10, 5, seed=0))
     assert result.state == "failed" and result.reason == repr(
         RuntimeError("model factory exploded")
     )
@@ -133,9 +128,7 @@ def test_should_stop_raises_trial_interrupted() -> None:
         run_trial(
             LinearWorkload(),
             OptimConfig(),
-            total_steps=100,
-            eval_every=10,
-            seed=0,
+            TrainSettings(100, 10, seed=0),
             should_stop=should_stop,
         )
     assert info.value.step == 10  # checked every 5 steps: 0, 5, then stop at 10
@@ -150,14 +143,14 @@ def test_monitor_ignores_blowups_during_warmup() -> None:
     assert "non-finite" in (DivergenceMonitor(0).update(0, math.inf) or "")
 
 
-def test_evaluate_is_the_sample_weighted_mean() -> None:
+def test_validation_loss_is_the_sample_weighted_mean() -> None:
     w = LinearWorkload()
     model = nn.Linear(1, 1)
     with torch.no_grad():
         model.weight.fill_(0.0)
         model.bias.fill_(0.0)
     x = torch.linspace(-1, 1, 10)
-    assert evaluate(model, w, "cpu") == pytest.approx(float(((3 * x) ** 2).mean()), rel=1e-6)
+    assert validation_loss(model, w, "cpu") == pytest.approx(float(((3 * x) ** 2).mean()), rel=1e-6)
     assert model.training  # evaluation restores train mode
 
 
@@ -182,3 +175,27 @@ def test_single_trials_and_population_members_share_the_divergence_test() -> Non
     from tuner.population import trainer
 
     assert trainer.DivergenceMonitor is DivergenceMonitor
+
+
+def test_settings_are_built_once_from_the_job_and_refuse_nonsense() -> None:
+    spec = JobSpec.model_validate(
+        {
+            "workload": "regression_mlp",
+            "seed": 4,
+            "budget": {"steps_per_trial": 40, "eval_every": 10},
+            "grad_clip": 1.5,
+            "lr_floor": 0.1,
+        }
+    )
+    settings = TrainSettings.from_spec(spec, torch.device("cpu"))
+    assert settings == TrainSettings(40, 10, seed=4, device="cpu", grad_clip=1.5, lr_floor=0.1)
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainSettings(10, 0, seed=0)
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainSettings(10, 5, seed=0, grad_clip=0.0)
+
+
+def test_a_result_carries_the_config_it_was_trained_with() -> None:
+    cfg = OptimConfig(lr=2e-3)
+    result = run_trial(LinearWorkload(), cfg, TrainSettings(10, 5, seed=0))
+    assert result.state == "complete" and result.config == cfg

@@ -8,7 +8,7 @@ compare-and-set, so of two racing workers exactly one wins.
 
 The trial budget is global. Handing out a trial (count the study's trials, ask one) is
 serialised per job by a short lease in ``search_locks``, so N workers never ask more
-trials than the budget; see ``workers/budget.py`` for how trials are counted.
+trials than the budget; see ``tuner.driver.BudgetCount`` for how trials are counted.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Train K trials of one workload at once: the population training loop.
 
+``run_population(workload, configs, settings)`` is ``tuner.train.run_trial`` for K configs: the
+same :class:`~tuner.train.TrainSettings`, one :class:`~tuner.train.TrialResult` per member and
+the same :class:`~tuner.train.TrialInterrupted` on a cooperative stop.
 Each member behaves like a separate ``tuner.train.run_trial`` with the same seed: the same
 initial weights (``workload.make_model(seed)``), the same minibatches
 (``workload.train_batches(seed)``), validation every ``eval_every`` steps and at the last
@@ -10,12 +13,11 @@ dropped from the stack, so they stop costing compute; the survivors' numbers do 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -24,40 +26,20 @@ from tuner.optim import OptimConfig
 from tuner.population.diagnostics import effective_step_diagnostics
 from tuner.population.optimizer import MemberHyperparameters, VectorisedAdam
 from tuner.population.stacked import StackedModel
+from tuner.train import (
+    STOP_CHECK_EVERY,
+    StopFn,
+    TrainSettings,
+    TrialInterrupted,
+    TrialResult,
+    TrialState,
+    autocast,
+)
 from tuner.workloads.base import Batch, Workload
 
 log = logging.getLogger(__name__)
 
-MemberState = Literal["complete", "pruned", "diverged", "failed"]
-STOP_CHECK_EVERY = 5  # steps between two calls of should_stop()
-
-ReportFn = Callable[[int, list[float | None]], Sequence[bool] | None]
-StopFn = Callable[[], bool]
-
-
-class PopulationInterrupted(Exception):
-    """Raised when ``should_stop()`` returns True: the caller should hand every trial back."""
-
-    def __init__(self, step: int):
-        self.step = step
-        super().__init__(f"population interrupted at step {step}")
-
-
-@dataclass
-class PopulationMemberResult:
-    """How one member ended: the fields of ``tuner.train.TrialResult``, plus its config.
-
-    ``value`` is the final validation loss of a complete member and the last one of a pruned
-    member; ``steps`` the optimizer steps it took; ``curve`` its (step, validation loss) points.
-    """
-
-    state: MemberState
-    value: float | None
-    reason: str | None
-    steps: int
-    curve: list[tuple[int, float]] = field(default_factory=list)
-    diagnostics: dict[str, Any] | None = None
-    config: OptimConfig = field(default_factory=OptimConfig)
+PopulationReportFn = Callable[[int, list[float | None]], Sequence[bool] | None]
 
 
 @dataclass
@@ -65,7 +47,7 @@ class _Member:
     config: OptimConfig
     monitor: DivergenceMonitor
     curve: list[tuple[int, float]] = field(default_factory=list)
-    result: PopulationMemberResult | None = None
+    result: TrialResult | None = None
 
 
 def clip_grad_norm_rows_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -75,13 +57,6 @@ def clip_grad_norm_rows_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
     return norms.squeeze(1)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA only, as ``tuner.train`` does: CPU autocast is slower here."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class PopulationRun:
     """One population while it trains; ``run()`` returns every member's result in order."""
 
@@ -89,24 +64,18 @@ class PopulationRun:
         self,
         workload: Workload,
         configs: Sequence[OptimConfig],
-        *,
-        total_steps: int,
-        eval_every: int,
-        seed: int,
-        device: torch.device,
-        grad_clip: float | None,
+        settings: TrainSettings,
         divergence_factor: float,
-        collect_diagnostics: bool,
     ):
-        self.workload, self.total_steps, self.eval_every = workload, total_steps, eval_every
-        self.seed, self.device, self.grad_clip = seed, device, grad_clip
-        self.collect_diagnostics = collect_diagnostics
+        self.workload, self.settings = workload, settings
+        self.total_steps, self.eval_every = settings.total_steps, settings.eval_every
+        self.seed, self.device = settings.seed, torch.device(settings.device)
         self.members = [
             _Member(c, DivergenceMonitor(c.warmup_steps, divergence_factor)) for c in configs
         ]
         self.alive = list(range(len(configs)))  # the member index of every row still in the stack
-        torch.manual_seed(seed)
-        model = workload.make_model(seed).to(device)
+        torch.manual_seed(self.seed)
+        model = workload.make_model(self.seed).to(self.device)
         model.train()
         self.stacked = StackedModel(model, len(configs), workload.loss)
         hyper = MemberHyperparameters.from_configs(configs)
@@ -119,21 +88,21 @@ class PopulationRun:
         return batch[0].to(self.device), batch[1].to(self.device)
 
     def run(
-        self, report: ReportFn | None, should_stop: StopFn | None
-    ) -> list[PopulationMemberResult]:
+        self, report: PopulationReportFn | None, should_stop: StopFn | None
+    ) -> list[TrialResult]:
         batches = self.workload.train_batches(self.seed)
         step = 0
         try:
             for step in range(self.total_steps):
                 if should_stop is not None and step % STOP_CHECK_EVERY == 0 and should_stop():
-                    raise PopulationInterrupted(step)
+                    raise TrialInterrupted(step)
                 self._train_step(step, self._to_device(next(batches)))
                 if (step + 1) % self.eval_every == 0 or step + 1 == self.total_steps:
                     self._evaluate(step + 1, report)
                 self._compact()
                 if not self.alive:
                     break
-        except PopulationInterrupted:
+        except TrialInterrupted:
             raise
         except Exception as exc:  # a broken workload or report must not kill the worker
             log.warning(
@@ -150,18 +119,18 @@ class PopulationRun:
         return [m.result for m in self.members if m.result is not None]
 
     def _train_step(self, step: int, batch: Batch) -> None:
-        with _autocast(self.device):
+        with autocast(self.device):
             losses, grad = self.stacked.loss_and_grad(*batch)
-        if self.grad_clip is not None:
-            clip_grad_norm_rows_(grad, self.grad_clip)
+        if self.settings.grad_clip is not None:
+            clip_grad_norm_rows_(grad, self.settings.grad_clip)
         self.optimizer.step(grad, self.optimizer.hyper.lr_at(step, self.total_steps))
         for i, loss in zip(self.alive, losses.float().tolist(), strict=True):
             reason = self.members[i].monitor.update(step, loss)
             if reason is not None:
                 self._finish(i, "diverged", None, reason, step + 1)
 
-    def _evaluate(self, done: int, report: ReportFn | None) -> None:
-        with _autocast(self.device):
+    def _evaluate(self, done: int, report: PopulationReportFn | None) -> None:
+        with autocast(self.device):
             vals = self.stacked.evaluate(self.val).tolist()
         reported: list[float | None] = [None] * len(self.members)
         for i, val in zip(self.alive, vals, strict=True):
@@ -190,7 +159,7 @@ class PopulationRun:
     def _finish(
         self,
         i: int,
-        state: MemberState,
+        state: TrialState,
         value: float | None,
         reason: str | None,
         steps: int,
@@ -198,14 +167,14 @@ class PopulationRun:
     ) -> None:
         member = self.members[i]
         if member.result is None:
-            member.result = PopulationMemberResult(
+            member.result = TrialResult(
                 state, value, reason, steps, list(member.curve), diagnostics, member.config
             )
             log.debug("member %d %s after %d steps: %s", i, state, steps, reason)
 
     def _complete_survivors(self) -> None:
         diagnostics: list[dict[str, Any] | None] = [None] * len(self.alive)
-        if self.collect_diagnostics and self.alive:
+        if self.settings.collect_diagnostics and self.alive:
             diagnostics = list(effective_step_diagnostics(self.stacked, self.optimizer))
         for row, i in enumerate(self.alive):
             final = self.members[i].curve[-1][1]
@@ -223,56 +192,36 @@ class PopulationRun:
             self.optimizer.keep(rows, self.stacked.flat)
 
 
-def train_population(
+def run_population(
     workload: Workload,
     configs: Sequence[OptimConfig],
+    settings: TrainSettings,
     *,
-    total_steps: int,
-    eval_every: int,
-    seed: int,
-    device: str | torch.device = "cpu",
-    grad_clip: float | None = None,
-    report: ReportFn | None = None,
+    report: PopulationReportFn | None = None,
     should_stop: StopFn | None = None,
     divergence_factor: float = DIVERGENCE_FACTOR,
-    collect_diagnostics: bool = True,
-) -> list[PopulationMemberResult]:
+) -> list[TrialResult]:
     """Train one member per config together; return their results in the configs' order.
 
     ``report(step, values)`` is called after an evaluation with one validation loss per
     member, None where there is nothing to report (member stopped, or still in warmup), and
     may return one bool per member: True prunes it (never at the last step). ``should_stop()``
-    is checked every few steps; True raises :class:`PopulationInterrupted`. Divergence and
-    workload errors end members with a state and a reason, never an exception.
+    is checked every few steps; True raises :class:`~tuner.train.TrialInterrupted`.
+    Divergence and workload errors end members with a state and a reason, never an exception.
     Check ``can_vmap(workload)`` first: a workload that cannot be vmapped fails every member.
     """
     if not configs:
         raise ValueError("configs is empty: give at least one OptimConfig")
-    if total_steps < 1 or eval_every < 1:
-        raise ValueError(f"total_steps ({total_steps}) and eval_every ({eval_every}) must be >= 1")
-    if grad_clip is not None and grad_clip <= 0:
-        raise ValueError(f"grad_clip must be > 0 or None (got {grad_clip})")
-    dev = torch.device(device)
     try:
-        run = PopulationRun(
-            workload,
-            configs,
-            total_steps=total_steps,
-            eval_every=eval_every,
-            seed=seed,
-            device=dev,
-            grad_clip=grad_clip,
-            divergence_factor=divergence_factor,
-            collect_diagnostics=collect_diagnostics,
-        )
+        run = PopulationRun(workload, configs, settings, divergence_factor)
     except Exception as exc:  # a broken workload or config fails its trials, not the worker
         log.warning("population of %d could not start: %r", len(configs), exc)
-        return [PopulationMemberResult("failed", None, repr(exc), 0, config=c) for c in configs]
+        return [TrialResult("failed", None, repr(exc), 0, config=c) for c in configs]
     log.info(
         "population: %d members of %s on %s, %d steps",
         len(configs),
         workload.name,
-        dev,
-        total_steps,
+        settings.device,
+        settings.total_steps,
     )
     return run.run(report, should_stop)

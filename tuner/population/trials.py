@@ -1,6 +1,6 @@
-"""Asked Optuna trials, trained together: the search's population evaluator.
+"""Asked Optuna trials, trained together: the population batch trainer.
 
-``evaluate_population`` has the signature of :func:`tuner.search.evaluate_trials` and does
+``train_population`` has the signature of :func:`tuner.batch.train_trials` and does
 what it does — each trial gets its role and configuration, reports every evaluation to the
 pruner once its warmup is over, and has its outcome, curve, reason and diagnostics recorded —
 but trains the trials as one vmapped population. The caller asks the trials (the study's TPE
@@ -14,17 +14,17 @@ in ``forward``) falls back to one trial at a time, with one warning per workload
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import optuna
-import torch
 
 from tuner import search
+from tuner.batch import record_result, train_trials
+from tuner.driver import TrialOutcome
 from tuner.population.stacked import can_vmap
-from tuner.population.trainer import PopulationMemberResult, train_population
+from tuner.population.trainer import run_population
 from tuner.space import ResolvedSpace
-from tuner.spec import JobSpec
-from tuner.train import TrialResult
+from tuner.train import StopFn, TrainSettings
 from tuner.workloads.base import Workload
 
 log = logging.getLogger(__name__)
@@ -47,32 +47,22 @@ def population_support(workload: Workload) -> tuple[bool, str]:
     return known
 
 
-def _as_trial_result(member: PopulationMemberResult) -> TrialResult:
-    return TrialResult(
-        member.state, member.value, member.reason, member.steps, member.curve, member.diagnostics
-    )
-
-
-def evaluate_population(
+def train_population(
     trials: Sequence[optuna.Trial],
     workload: Workload,
-    spec: JobSpec,
+    settings: TrainSettings,
     space: ResolvedSpace,
-    *,
-    device: str | torch.device = "cpu",
-    should_stop: Callable[[], bool] | None = None,
-) -> list[search.TrialOutcome]:
+    should_stop: StopFn | None = None,
+) -> list[TrialOutcome]:
     """Train the asked trials as one population; one outcome per trial, in order.
 
-    The baseline trial is never pruned, as in the sequential path. Raises
-    :class:`tuner.population.PopulationInterrupted` when ``should_stop()`` turns True; the
-    caller hands every trial back.
+    Seeded trials are never pruned, as in the sequential path. Raises
+    :class:`tuner.train.TrialInterrupted` when ``should_stop()`` turns True; the caller hands
+    every trial back.
     """
     if len(trials) < 2 or not population_support(workload)[0]:
-        return search.evaluate_trials(
-            trials, workload, spec, space, device=device, should_stop=should_stop
-        )
-    roles, configs = zip(*(search.trial_config(t, space, spec) for t in trials), strict=True)
+        return train_trials(trials, workload, settings, space, should_stop)
+    roles, configs = zip(*(search.trial_config(t, space, settings) for t in trials), strict=True)
     for trial in trials:
         trial.set_user_attr("population", len(trials))
 
@@ -86,20 +76,7 @@ def evaluate_population(
             prune.append(search.prunable(role) and trial.should_prune())
         return prune
 
-    members = train_population(
-        workload,
-        list(configs),
-        total_steps=spec.budget.steps_per_trial,
-        eval_every=spec.budget.eval_every,
-        seed=spec.seed,
-        device=device,
-        grad_clip=spec.grad_clip,
-        report=report,
-        should_stop=should_stop,
+    members = run_population(
+        workload, list(configs), settings, report=report, should_stop=should_stop
     )
-    outcomes = []
-    for trial, member in zip(trials, members, strict=True):
-        result = _as_trial_result(member)
-        search.record_result(trial, result)
-        outcomes.append(search.outcome_of(result))
-    return outcomes
+    return [record_result(t, m) for t, m in zip(trials, members, strict=True)]
