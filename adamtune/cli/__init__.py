@@ -137,7 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Its output may go to a pipe that closes early (``| head -1``): the
+    command then ends quietly with exit 0, as ``git log | head`` does."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader has all it wanted
+        from adamtune.cli.output import discard_closed_pipes
+
+        discard_closed_pipes()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:  # --help or a usage error: flush here, where a closed pipe is caught
+        sys.stdout.flush()
+        raise
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else os.environ.get("ADAMTUNE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -145,14 +165,4 @@ def main(argv: list[str] | None = None) -> int:
     )
     module = importlib.import_module(f"adamtune.cli.{args.module}")
     func = getattr(module, getattr(args, "func_name", "run"))
-    try:
-        code = int(func(args) or 0)
-        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
-        return code
-    except BrokenPipeError:  # `adamtune ... | head -1`: the reader has all it wanted
-        from adamtune.cli.output import discard_closed_pipes
-
-        discard_closed_pipes()
-        return 0
-    except KeyboardInterrupt:
-        return 130
+    return int(func(args) or 0)

@@ -107,3 +107,19 @@ def test_bad_device_and_missing_file_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "use cpu or cuda:N" in proc.stderr
     proc = tune(str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "cannot read job file" in proc.stderr
+
+
+def test_json_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`adamtune tune FILE --json | head -c 0`: no traceback, exit 0 (as `git log | head`)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "adamtune"]
+    try:
+        proc = subprocess.run([*cmd, "tune", job_file(tmp_path, TINY), "--json"], cwd=ROOT,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "search 4/4" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ import yaml
 from ui_seed import SNIPPET, SeededJob, seed_finished_job
 
 from adamtune.cli import main as cli
+from adamtune.cli.processes import adamtune_command
 from api.app import create_app
 from tuner.client import CONNECTION_FAILED, ApiError, Client
 from tuner.db import keys
@@ -225,3 +229,45 @@ def test_cli_recommendation_as_text_is_the_shared_rendering(
     assert out.startswith("Recommendation (final)")
     assert "optimizer    adamw" in out and "(3 trials within 1% of the best)" in out
     assert out.rstrip().endswith(SNIPPET.strip())
+
+
+# --- output into a pipe that closes early: quiet, exit 0 (as `git log | head` does)
+
+
+def _into_closed_pipe(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``adamtune ARGS`` whose stdout is a pipe with no reader left: every write fails."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(adamtune_command(*args), stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["recommendation", "--format", "yaml"], ["recommendation"],
+     ["recommendation", "--format", "text"]],
+    ids=["status", "yaml", "json", "text"],
+)
+def test_output_into_a_closed_pipe_ends_quietly(
+    base_url: str, finished: SeededJob, args: list[str]
+) -> None:
+    done = _into_closed_pipe([*args, finished.job_id, "--url", base_url])
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+def test_recommendation_yaml_into_head_ends_quietly(base_url: str, finished: SeededJob) -> None:
+    command = " ".join(shlex.quote(a) for a in adamtune_command(
+        "recommendation", finished.job_id, "--url", base_url, "--format", "yaml"))
+    done = subprocess.run(f"set -o pipefail; {command} | head -1", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
+def test_help_into_a_closed_pipe_ends_quietly() -> None:
+    done = _into_closed_pipe(["--help"])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
