@@ -42,6 +42,7 @@ class JobLinks(BaseModel):
     lr_sweep: str
     trials: str
     recommendation: str
+    events: str
 
 
 class JobPublic(BaseModel):
@@ -85,6 +86,7 @@ class JobPublic(BaseModel):
                 lr_sweep=f"{base}/lr-sweep",
                 trials=f"{base}/trials",
                 recommendation=f"{base}/recommendation",
+                events=f"{base}/events",
             ),
         )
 
@@ -92,6 +94,23 @@ class JobPublic(BaseModel):
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int = Field(description="jobs matching the filters, on every page")
+
+
+class JobEventPublic(BaseModel):
+    """One thing that happened to a job (created, claimed, searching, completed, ...)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(description="increases with time; events are listed in this order")
+    at: datetime
+    kind: str = Field(description="a short word: created, claimed, searching, failed, ...")
+    message: str
+    worker_id: str | None
+
+
+class JobEventsPublic(BaseModel):
+    data: list[JobEventPublic]
+    count: int = Field(description="events in data (the oldest first)")
 
 
 def _numbers(values: list[Any]) -> list[float | None]:

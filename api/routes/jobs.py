@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, job_or_404
 from api.errors import UnprocessableJob, field_error
-from api.schemas import JobPublic, JobsPublic, error_responses
+from api.schemas import JobEventPublic, JobEventsPublic, JobPublic, JobsPublic, error_responses
 from tuner import workloads
-from tuner.db import jobs
+from tuner.db import events, jobs
 from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
 from tuner.settings import Settings
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"model": JobPublic, "description": "replay of an idempotent request"}
 }
+MAX_EVENTS_LISTED = 1000
 StatusFilter = Literal["queued", "sweeping", "searching", "completed", "failed", "cancelled"]
 
 
@@ -134,4 +135,23 @@ def cancel_job(job: JobDep, session: SessionDep, tenant: CurrentTenant) -> JobPu
         status_code=409,
         detail=f"job {job.id} is already {job.status}; only queued, sweeping or searching "
         "jobs can be cancelled",
+    )
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=JobEventsPublic,
+    summary="A job's history",
+    responses=error_responses(404),
+)
+def list_job_events(
+    job: JobDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_LISTED)] = 100,
+) -> JobEventsPublic:
+    """What happened to the job and where, oldest first: created, claimed by a worker, LR
+    range test done, taken over after a lost lease, failed, cancelled, completed."""
+    listed = events.list_events(session, job.id, limit=limit)
+    return JobEventsPublic(
+        data=[JobEventPublic.model_validate(e) for e in listed], count=len(listed)
     )

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from api import charts
 from api.deps import CurrentTenant, OptunaStorageDep, SessionDep
+from api.routes import jobs as job_routes
 from api.routes import results
 from api.schemas import JobPublic
 from tuner.db import jobs
@@ -138,6 +139,7 @@ def job_view(job: Job, session: Any, storage: Any) -> dict[str, Any]:
         "sweep": sweep,
         "rec": rec,
         "trials": trials,
+        "events": job_routes.list_job_events(job, session).model_dump(mode="json")["data"],
         "best_trials": best_trials(trials),
         "baseline": baseline,
         "gain": gain_percent(rec),

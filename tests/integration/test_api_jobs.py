@@ -167,3 +167,26 @@ def test_idempotency_key_replays_the_first_job(client: TestClient) -> None:
     changed = client.post("/v1/jobs", json=job_body(seed=3), headers=headers)
     assert changed.status_code == 409
     assert "different body" in changed.json()["detail"]
+
+
+def test_events_list_the_jobs_history_oldest_first(client: TestClient, migrated_url: str) -> None:
+    job = client.post("/v1/jobs", json=job_body()).json()
+    assert job["links"]["events"] == f"/v1/jobs/{job['id']}/events"
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    r = client.get(job["links"]["events"])
+    assert r.status_code == 200
+    body = r.json()
+    assert [e["kind"] for e in body["data"]] == ["created", "cancelled"]
+    assert body["count"] == 2
+    assert "digits_mlp, 4 trials" in body["data"][0]["message"]
+    assert body["data"][0]["id"] < body["data"][1]["id"]
+    assert body["data"][0]["at"].endswith("Z") or body["data"][0]["at"].endswith("+00:00")
+    assert client.get(job["links"]["events"], params={"limit": 1}).json()["count"] == 1
+    page = client.get(f"/jobs/{job['id']}").text
+    assert 'class="card history"' in page and "cancelled on request" in page
+
+
+def test_events_of_an_unknown_job_are_a_404(client: TestClient) -> None:
+    r = client.get("/v1/jobs/nope/events")
+    assert r.status_code == 404
+    assert "job nope not found" in r.json()["detail"]
