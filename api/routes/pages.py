@@ -24,6 +24,7 @@ from api.routes import results
 from api.schemas import JobPublic
 from tuner.db import jobs
 from tuner.db.models import ACTIVE_JOB_STATUSES, Job
+from tuner.recommend import gain_over_baseline
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 REFRESH_SECONDS = 3
@@ -80,13 +81,10 @@ def gain_percent(rec: dict[str, Any] | None) -> float | None:
     if not rec:
         return None
     expected, baseline = rec.get("expected_objective"), rec.get("baseline_objective")
-    if (
-        not isinstance(expected, int | float)
-        or not isinstance(baseline, int | float)
-        or not baseline
-    ):
+    if not isinstance(expected, int | float) or not isinstance(baseline, int | float):
         return None
-    return 100.0 * (baseline - expected) / abs(baseline)
+    gain = gain_over_baseline(expected, baseline)
+    return None if gain is None else 100.0 * gain
 
 
 def diagnostics_lines(rec: dict[str, Any] | None) -> list[str]:
