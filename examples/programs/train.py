@@ -1,0 +1,94 @@
+"""A plain PyTorch training loop tuned by adamtune: sklearn's digits, an MLP, dict batches.
+
+Run it alone (``python train.py``: Adam, lr 1e-3, or ``ADAMTUNE_CONFIG=rec.json`` to train
+with a recommendation) or let a worker run it: ``adamtune worker --program
+digits='python examples/programs/train.py'``. The data, split and model are those of the
+built-in ``digits_mlp`` workload, so the two give comparable recommendations.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.nn import functional as F
+
+import adamtune
+
+Batch = dict[str, torch.Tensor]
+
+
+def load_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, y = load_digits(return_X_y=True)
+    xt = torch.tensor(x, dtype=torch.float32) / 16.0
+    yt = torch.tensor(y, dtype=torch.long)
+    order = torch.randperm(len(yt), generator=torch.Generator().manual_seed(1234))
+    xt, yt = xt[order], yt[order]
+    return xt[360:], yt[360:], xt[:360], yt[:360]
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> Iterator[Batch]:
+    """Endless shuffled minibatches as dicts, the way most data loaders hand them out."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y) - size + 1, size):
+            idx = order[start : start + size]
+            yield {"pixels": x[idx], "label": y[idx]}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    loss = float(F.cross_entropy(model(x), y))
+    model.train()
+    return loss
+
+
+def train(args: argparse.Namespace) -> None:
+    trial = adamtune.trial(total_steps=args.steps)
+    seed = trial.seed if trial.seed is not None else args.seed
+    eval_every = trial.eval_every or args.eval_every
+    x, y, xv, yv = load_data()
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 10)
+    )
+    optimizer, scheduler = trial.build_optimizer(model)
+    train_batches = batches(x, y, args.batch_size // args.accumulate, seed)
+    for step in range(trial.total_steps or args.steps):
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(args.accumulate):  # gradient accumulation: one optimizer step
+            batch = next(train_batches)
+            loss = F.cross_entropy(model(batch["pixels"]), batch["label"]) / args.accumulate
+            loss.backward()
+            step_loss += loss.item()
+        optimizer.step()
+        scheduler.step()
+        trial.report(step, loss=step_loss)  # the LR range test and the divergence test read it
+        if trial.phase != "sweep" and (step + 1) % eval_every == 0:
+            trial.report(step, val_loss=evaluate(model, xv, yv))  # may raise adamtune.Pruned
+        if trial.should_stop(step):
+            break
+    trial.finish(val_loss=evaluate(model, xv, yv))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=300, help="steps when run standalone")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--accumulate", type=int, default=1, help="micro-batches per step")
+    parser.add_argument("--seed", type=int, default=0)
+    try:
+        train(parser.parse_args())
+    except adamtune.Pruned as exc:
+        print(f"adamtune pruned this trial: {exc}")
+
+
+if __name__ == "__main__":
+    main()
