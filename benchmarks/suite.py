@@ -1,0 +1,177 @@
+"""The benchmark suite: adamtune and its peers on workloads nobody tuned for.
+
+Per suite workload (``benchmarks/suite/``), every method picks a configuration at the same
+steps per trial and on the same selection seed: adamtune (the engine's local search, as
+``adamtune tune`` runs it), plain Optuna TPE and random search over Adam's lr, betas, eps and
+weight decay with the same number of trials, the AlgoPerf NAdamW qualification list,
+Schedule-Free AdamW and Prodigy (constant and cosine) at their defaults, and Adam at 1e-3.
+Each pick is then re-trained on seeds it was not selected on; the score is the mean final
+validation loss there. A constant-lr Adam grid on the same unseen seeds is the reference.
+
+``--multiplier``: plain Optuna and random search run up to 10x adamtune's training steps;
+the multiplier is the first checkpoint (geometric) whose pick, re-trained on the unseen
+seeds, is no worse than adamtune's.
+
+    nice -n 10 .venv/bin/python benchmarks/suite.py --quick
+    nice -n 10 .venv/bin/python benchmarks/suite.py --trials 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from suite import get, names
+from suite.methods import METHODS, generic_search, random_sampler, tpe_sampler
+from suite.report import mean, multiplier_table, plot, promise_table, table
+from suite.training import losses_on_seeds
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_WORKLOADS = ("wine_logreg", "digits_cnn", "deep_narrow_gelu")
+CHECKPOINTS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0)  # multiples of adamtune's steps
+
+log = logging.getLogger("suite")
+
+
+def run_grid(workload: Any, steps: int, seeds: list[int], points: int) -> dict[str, Any]:
+    """Constant-lr Adam (torch's defaults otherwise) on a log grid 1e-5 .. 1, unseen seeds."""
+    lrs = [float(v) for v in np.logspace(-5, 0, points)]
+    means = [mean(losses_on_seeds(workload, {"kind": "adam", "lr": lr}, steps, seeds))
+             for lr in lrs]
+    best = int(np.argmin(means))
+    return {"lrs": lrs, "means": [m if math.isfinite(m) else None for m in means],
+            "best_lr": lrs[best], "best_mean": means[best]}
+
+
+def run_multiplier(workload: Any, steps: int, trials: int, seed: int, unseen: list[int],
+                   adamtune: dict[str, Any]) -> dict[str, Any]:
+    """Steps plain Optuna and random search need to match adamtune's unseen-seed loss."""
+    target, budget = adamtune["unseen_mean"], adamtune["steps_spent"]
+    cap = CHECKPOINTS[-1]
+    out: dict[str, Any] = {"adamtune_steps": budget, "target": target, "cap": cap}
+    for method, sampler in (("optuna_tpe", tpe_sampler), ("random", random_sampler)):
+        n_max = math.ceil(cap * budget / steps)
+        history = generic_search(workload, sampler(seed), n_max, steps, seed)
+        retrained: dict[int, float] = {}
+        found, points = None, []
+        for factor in CHECKPOINTS:
+            n = min(n_max, max(1, math.floor(factor * budget / steps)))
+            index, config, _ = history.best_of_first(n)
+            if index not in retrained:
+                retrained[index] = mean(losses_on_seeds(workload, config, steps, unseen))
+            points.append({"trials": n, "steps": n * steps, "pick": index,
+                           "unseen_mean": retrained[index]})
+            if retrained[index] <= target:
+                found = n * steps / budget
+                break
+        out[method] = {"multiplier": found, "checkpoints": points}
+        log.info("  multiplier %s: %s", method, f"{found:.1f}x" if found else f"> {cap}x")
+    return out
+
+
+def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    workload = get(name)
+    unseen = list(args.unseen_seeds)
+    result: dict[str, Any] = {"workload": name, "description": workload.description,
+                              "steps": args.steps, "trials": args.trials, "seed": args.seed,
+                              "unseen_seeds": unseen, "methods": {}}
+    for method in args.methods:
+        start = time.perf_counter()
+        pick = METHODS[method](workload, args.trials, args.steps, args.seed)
+        losses = losses_on_seeds(workload, pick.config, args.steps, unseen)
+        result["methods"][method] = {
+            "config": pick.config, "steps_spent": pick.steps_spent,
+            "selection_value": pick.selection_value,
+            "expected_objective": pick.expected_objective, "extra": pick.extra,
+            "unseen_losses": [v if math.isfinite(v) else None for v in losses],
+            "unseen_mean": mean(losses), "wall_s": time.perf_counter() - start,
+        }
+        log.info("%s %-16s unseen mean %.4g (%.0fs)", name, method, mean(losses),
+                 time.perf_counter() - start)
+    if args.grid_points:
+        result["grid"] = run_grid(workload, args.steps, unseen, args.grid_points)
+        log.info("%s grid-best lr %.2g: %.4g", name, result["grid"]["best_lr"],
+                 result["grid"]["best_mean"])
+    if args.multiplier and "adamtune" in result["methods"]:
+        result["multiplier"] = run_multiplier(workload, args.steps, args.trials, args.seed,
+                                              unseen, result["methods"]["adamtune"])
+    return result
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=30, help="trials of every searching method")
+    p.add_argument("--steps", type=int, default=300, help="training steps of every trial")
+    p.add_argument("--workloads", nargs="+", choices=names(), help="default: all")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--seed", type=int, default=0, help="the selection seed")
+    p.add_argument("--unseen-seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--grid-points", type=int, default=11,
+                   help="constant-lr Adam grid 1e-5..1 (0: none)")
+    p.add_argument("--multiplier", action="store_true",
+                   help="also the compute multiplier of Optuna and random search (costly)")
+    p.add_argument("--quick", action="store_true", help="3 workloads, 10 trials, 150 steps")
+    p.add_argument("--json", type=Path, help="default: benchmarks/results/suite[_quick|_N].json")
+    p.add_argument("--plot", type=Path, help="default: docs/img/suite[_quick|_N].png")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.trials, args.steps = min(args.trials, 10), min(args.steps, 150)
+        args.workloads = args.workloads or list(QUICK_WORKLOADS)
+        args.grid_points = min(args.grid_points, 6)
+    args.workloads = args.workloads or names()
+    if args.seed in args.unseen_seeds:
+        p.error(f"--seed {args.seed} is among --unseen-seeds: pick seeds it was not selected on")
+    tag = "_quick" if args.quick else ("" if args.trials == 30 else f"_{args.trials}")
+    args.json = args.json or ROOT / "benchmarks" / "results" / f"suite{tag}.json"
+    args.plot = args.plot or ROOT / "docs" / "img" / f"suite{tag}.png"
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("optuna", "tuner"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(1)  # tiny models: threads only contend
+    started = time.time()
+    results: list[dict[str, Any]] = []
+    for name in args.workloads:
+        results.append(run_workload(name, args))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"args": {k: str(v) if isinstance(v, Path) else v
+                            for k, v in vars(args).items()},
+                   "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+                   "wall_s": time.time() - started, "results": results}
+        args.json.write_text(json.dumps(_json_safe(payload), indent=1))
+    print(f"\n{args.trials} trials of {args.steps} steps, selection seed {args.seed}, "
+          f"unseen seeds {args.unseen_seeds}; ratio = unseen-seed mean / best peer's "
+          "(bold: the best peer)\n")
+    print(table(results))
+    print("\nadamtune's expected_objective against its unseen-seed re-train\n")
+    print(promise_table(results))
+    if args.multiplier:
+        print("\nCompute multiplier: steps to match adamtune's unseen-seed loss\n")
+        print(multiplier_table(results))
+    plot(results, args.plot, f"suite, {args.trials} trials x {args.steps} steps")
+    print(f"\nJSON: {args.json}\nplot: {args.plot}\nwall: {time.time() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
