@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -113,7 +114,9 @@ def test_up_starts_everything_and_stops_on_ctrl_c(migrated_url: str, tmp_path: P
     output = log_path.read_text()
     assert "ADAMTUNE_AUTH=disabled" in output
     assert f"http://127.0.0.1:{port}/docs" in output
-    assert "stopped" in output  # the worker's own log line: it was stopped, not killed
+    assert re.search(r"worker \S+ stopped", output)  # its own log line: stopped, not killed
+    assert "SIGINT: stopped the service" in output
+    assert "optuna-dashboard" not in output and f":{port + 1}" not in output
 
 
 def _live_workers(client: Client) -> list[dict[str, Any]]:
