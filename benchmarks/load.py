@@ -40,11 +40,9 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok  # noqa: E402
-from tuner.db import keys  # noqa: E402
-from tuner.db.engine import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
+from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok
+from tuner.db import keys
+from tuner.db.engine import make_engine, make_session_factory, transaction, upgrade
 
 log = logging.getLogger("load")
 

@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import time
@@ -35,19 +34,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # torch-lr-finder draws a progress bar
+import numpy as np
+import plots
+import torch
+from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-import numpy as np  # noqa: E402
-import plots  # noqa: E402
-import torch  # noqa: E402
-from torch_lr_finder import LRFinder, TrainDataLoaderIter  # noqa: E402
-
-from tuner.lr_range import run_lr_range_test  # noqa: E402
-from tuner.optim import OptimConfig  # noqa: E402
-from tuner.population import PopulationMemberResult, train_population  # noqa: E402
-from tuner.spec import SweepSpec  # noqa: E402
-from tuner.workloads import Workload  # noqa: E402
-from tuner.workloads import get as get_workload  # noqa: E402
+from tuner.lr_range import run_lr_range_test
+from tuner.optim import OptimConfig
+from tuner.population import run_population
+from tuner.spec import SweepSpec
+from tuner.train import TrainSettings, TrialResult
+from tuner.workloads import Workload
+from tuner.workloads import get as get_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ("digits_mlp", "regression_mlp", "tiny_transformer")
@@ -108,7 +106,8 @@ def torch_lr_finder_suggestion(workload: Workload, seed: int, spec: SweepSpec) -
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr_min)
     finder = LRFinder(model, optimizer, workload.loss, device="cpu")
     fig, ax = plt.subplots()
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress and suggestion
+    # it prints its suggestion and draws a progress bar
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         finder.range_test(_EndlessBatches(workload.train_batches(seed)), start_lr=spec.lr_min,
                           end_lr=spec.lr_max, num_iter=spec.steps, step_mode="exp")
         _, lr = finder.plot(suggest_lr=True, ax=ax)
@@ -121,20 +120,21 @@ def torch_lr_finder_suggestion(workload: Workload, seed: int, spec: SweepSpec) -
 
 def train_on_seeds(workload: Workload, configs: Sequence[OptimConfig], seeds: Sequence[int],
                    steps: int, grad_clip: float | None = None,
-                   ) -> list[list[PopulationMemberResult]]:
+                   ) -> list[list[TrialResult]]:
     """Each config trained for ``steps`` steps on each seed: one population per seed (each
     member equals a separate torch.optim run); one list of member results per seed."""
-    return [train_population(workload, configs, total_steps=steps, eval_every=steps, seed=seed,
-                             grad_clip=grad_clip, collect_diagnostics=False)
+    return [run_population(workload, configs,
+                           TrainSettings(steps, steps, seed=seed, grad_clip=grad_clip,
+                                         collect_diagnostics=False))
             for seed in seeds]
 
 
-def final_loss(result: PopulationMemberResult) -> float | None:
+def final_loss(result: TrialResult) -> float | None:
     """A member's final validation loss; None where it diverged or failed."""
     return result.value if result.state == "complete" else None
 
 
-def mean_losses(per_seed: Sequence[Sequence[PopulationMemberResult]]) -> list[float]:
+def mean_losses(per_seed: Sequence[Sequence[TrialResult]]) -> list[float]:
     """Mean final validation loss of each member over the seeds; inf where any seed diverged."""
     finals = [[math.inf if (v := final_loss(r)) is None else v for r in results]
               for results in per_seed]

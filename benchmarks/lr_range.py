@@ -2,7 +2,7 @@
 
 Per built-in workload, the job of ``examples/<workload>.yaml`` (its preset, budget, sweep,
 grad clip and lr floor; only the seed changes) is tuned with
-``tuner.search.run_local_search``, which is what ``adamtune tune`` runs: the LR range test,
+``tuner.local_search.run_local_search``, which is what ``adamtune tune`` runs: the LR range test,
 then the search. Its steps are counted as the trials record them (``steps`` user attr: a
 pruned or diverged trial counts the steps it ran) plus the range test's.
 
@@ -37,8 +37,8 @@ import optuna
 import torch
 from lr_finder import WORKLOADS, factor, final_loss, lr_grid, mean_losses, train_on_seeds
 
+from tuner.local_search import LocalSearchResult, run_local_search
 from tuner.optim import OptimConfig
-from tuner.search import LocalSearchResult, run_local_search
 from tuner.spec import JobSpec, load_job_file
 from tuner.workloads import Workload
 from tuner.workloads import get as get_workload

@@ -41,32 +41,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import httpx
+import optuna
+import torch
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from torch import nn
+from torch.nn import functional as F
 
-import httpx  # noqa: E402
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
-
-from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok  # noqa: E402
-from tuner import recommend, search  # noqa: E402
-from tuner.db import claims, jobs, keys  # noqa: E402
-from tuner.db.engine import (  # noqa: E402
+from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok
+from tuner import recommend, search
+from tuner.batch import train_trial
+from tuner.db import claims, jobs, keys
+from tuner.db.engine import (
     make_engine,
     make_session_factory,
     optuna_storage,
     transaction,
     upgrade,
 )
-from tuner.settings import Settings  # noqa: E402
-from tuner.space import resolve_space  # noqa: E402
-from tuner.spec import JobSpec, parse_job  # noqa: E402
-from workers.context import JobContext, open_or_create_study  # noqa: E402
-from workers.runtime import Identity, Runtime, quiet_optuna_warnings  # noqa: E402
-from workers.worker import WORKED, Worker  # noqa: E402
+from tuner.settings import Settings
+from tuner.space import resolve_space
+from tuner.spec import JobSpec, parse_job
+from tuner.train import TrainSettings
+from workers.context import JobContext, open_or_create_study
+from workers.runtime import Identity, Runtime, quiet_optuna_warnings
+from workers.worker import WORKED, Worker
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CLIENTS = 50
@@ -138,10 +138,12 @@ def postgres_database(server_url: str) -> Iterator[str]:
 
 
 def objective_for(spec: JobSpec, workload: TrivialWorkload) -> Any:
+    """Plain Optuna's objective: the same trial training as adamtune's batch trainer."""
     space = resolve_space(spec, None)
+    settings = TrainSettings.from_spec(spec)
 
     def objective(trial: optuna.Trial) -> float:
-        outcome = search.evaluate_trial(trial, workload, spec, space)  # type: ignore[arg-type]
+        outcome = train_trial(trial, workload, settings, space)  # type: ignore[arg-type]
         if outcome.state == optuna.trial.TrialState.PRUNED:
             raise optuna.TrialPruned(outcome.reason)
         return float(outcome.value)  # type: ignore[arg-type]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+plt.switch_backend("Agg")
 
 COLORS = {"adamtune": "tab:blue", "optuna_tpe": "tab:orange", "random": "tab:green",
           "default": "tab:gray"}

@@ -29,12 +29,11 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tuner.optim import OptimConfig, build_optimizer, build_scheduler  # noqa: E402
-from tuner.population import DivergenceMonitor, can_vmap, train_population  # noqa: E402
-from tuner.workloads import get  # noqa: E402
-from tuner.workloads.base import Workload  # noqa: E402
+from tuner.optim import OptimConfig, build_optimizer, build_scheduler
+from tuner.population import DivergenceMonitor, can_vmap, run_population
+from tuner.train import TrainSettings
+from tuner.workloads import get
+from tuner.workloads.base import Workload
 
 SIZES = (1, 8, 32, 128)
 SEARCH_SEED = 20261122
@@ -117,9 +116,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # first calls pay for lazy initialisation and first-touch page faults: not what we measure
     warm = min(args.steps, 5)
     if args.measure == "population":
-        train_population(
-            workload, configs, total_steps=warm, eval_every=warm, seed=0, device=device
-        )
+        run_population(workload, configs, TrainSettings(warm, warm, seed=0, device=args.device))
     else:
         train_one(workload, configs[0], warm, warm, 0, args.device)
     if device.type == "cuda":
@@ -128,15 +125,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start, cpu_start = time.perf_counter(), time.process_time()
     if args.measure == "population":
-        results = train_population(
-            workload,
-            configs,
-            total_steps=args.steps,
-            eval_every=args.eval_every,
-            seed=args.seed,
-            device=device,
-            collect_diagnostics=False,
-        )
+        settings = TrainSettings(args.steps, args.eval_every, seed=args.seed,
+                                 device=args.device, collect_diagnostics=False)
+        results = run_population(workload, configs, settings)
         values = [r.value if r.state == "complete" else None for r in results]
     else:
         values = [

@@ -6,9 +6,11 @@ pruned or diverged trial actually ran, the full trial for a completed one. A met
 asking for trials until it has spent the budget; a trial that ends after the budget is spent
 is not counted (see ``Run.within``).
 
-All methods evaluate trials with the project's own ``tuner.search.evaluate_trial``, so the
-training loop, the divergence test and the objective (final validation loss of a completed
-trial) are identical; they differ only in what they sample and whether they prune.
+All methods ask and tell through the project's own search driver (``tuner.driver.
+SearchDriver``) and train with its batch trainers (``tuner.batch.train_trials``, or
+``tuner.population.train_population``), so the training loop, the divergence test and the
+objective (final validation loss of a completed trial) are identical; they differ only in what
+they sample and whether they prune. The budget here is training steps, not trials.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.batch import train_trials
+from tuner.driver import BatchTrainer, SearchDriver
 from tuner.lr_range import run_lr_range_test
 from tuner.optim import OptimConfig
-from tuner.population import evaluate_population
-from tuner.search import evaluate_trials, open_study, tell
+from tuner.population import train_population
+from tuner.search import open_study
 from tuner.space import ResolvedSpace, resolve_space
 from tuner.spec import Budget, JobSpec
-from tuner.train import run_trial
+from tuner.train import TrainSettings, run_trial
 from tuner.workloads import get as get_workload
 
 log = logging.getLogger(__name__)
@@ -117,7 +121,7 @@ class Run:
 
 
 def trial_steps(trial: FrozenTrial, steps_per_trial: int) -> int:
-    """Optimizer steps a finished trial ran, from what ``tuner.search.record_result`` stored."""
+    """Optimizer steps a finished trial ran, from what ``tuner.batch.record_result`` stored."""
     if "steps" in trial.user_attrs:
         return int(trial.user_attrs["steps"])
     outcome = trial.user_attrs.get("outcome")
@@ -136,26 +140,20 @@ def trial_steps(trial: FrozenTrial, steps_per_trial: int) -> int:
     return steps_per_trial  # failed or unknown: charge the whole trial
 
 
-Evaluator = Callable[..., list]
-
-
-def _population_evaluator(population: int) -> Evaluator:
-    """The population trainer's batch evaluator for a population, else one trial at a time."""
-    return evaluate_population if population > 1 else evaluate_trials
-
-
 def _spend(
     run: Run, study: optuna.Study, spec: JobSpec, space: ResolvedSpace, spent: int,
-    evaluate: Evaluator, batch: int,
+    train: BatchTrainer, batch: int,
 ) -> None:
-    """Ask, train and tell trials until the run has spent its budget."""
+    """Ask, train and tell trials until the run has spent its budget of steps."""
     workload = get_workload(spec.workload)
+    settings = TrainSettings.from_spec(spec)
+    driver = SearchDriver(study, spec.budget.trials, log_level=logging.DEBUG)
     steps_per_trial = spec.budget.steps_per_trial
     while spent < run.budget_steps:
-        trials = [study.ask() for _ in range(batch)]
-        outcomes = evaluate(trials, workload, spec, space, device="cpu")
+        trials = driver.ask(batch)
+        outcomes = train(trials, workload, settings, space)
         for trial, outcome in zip(trials, outcomes, strict=True):
-            tell(study, trial, outcome)
+            driver.tell(trial, outcome)
             frozen = study.get_trials(deepcopy=False)[trial.number]
             spent += trial_steps(frozen, steps_per_trial)
             value = outcome.value if outcome.state == TrialState.COMPLETE else None
@@ -179,8 +177,8 @@ def run_adamtune(setting: Setting, seed: int) -> Run:
                        create=True)
     space = resolve_space(spec, sweep.lr_range)
     run.lr_range = space.lr
-    evaluate = _population_evaluator(setting.population)
-    _spend(run, study, spec, space, spent, evaluate, max(1, setting.population))
+    train = train_population if setting.population > 1 else train_trials
+    _spend(run, study, spec, space, spent, train, max(1, setting.population))
     return run
 
 
@@ -192,7 +190,7 @@ def _generic(setting: Setting, seed: int, method: str, sampler: optuna.samplers.
     study = optuna.create_study(direction="minimize", sampler=sampler,
                                 pruner=optuna.pruners.NopPruner())
     space = ResolvedSpace(lr=WIDE_LR, lr_ref=math.sqrt(WIDE_LR[0] * WIDE_LR[1]))
-    _spend(run, study, spec, space, 0, evaluate_trials, 1)
+    _spend(run, study, spec, space, 0, train_trials, 1)
     return run
 
 
@@ -210,11 +208,9 @@ def run_random(setting: Setting, seed: int) -> Run:
 def run_default(setting: Setting, seed: int) -> Run:
     """The untuned default: one trial of Adam at lr 1e-3 (what every job measures first)."""
     run = Run("default", setting.workload, seed, setting.budget_steps)
-    result = run_trial(
-        get_workload(setting.workload), OptimConfig.baseline(),
-        total_steps=setting.steps_per_trial, eval_every=setting.eval_every, seed=seed,
-        collect_diagnostics=False,
-    )
+    settings = TrainSettings(setting.steps_per_trial, setting.eval_every, seed=seed,
+                             collect_diagnostics=False)
+    result = run_trial(get_workload(setting.workload), OptimConfig.baseline(), settings)
     run.events.append((result.steps, result.value if result.state == "complete" else None))
     run.best_config = OptimConfig.baseline().to_dict()
     run.trials = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from torch import nn
 
 from tuner.optim import OptimConfig
-from tuner.recommend import NoCompletedTrialsError, build_recommendation
+from tuner.recommend import NoCompletedTrialsError, build_recommendation, gain_over_baseline
 from tuner.schedules import lr_multiplier
 from tuner.snippet import render_snippet
 from tuner.spec import JobSpec
@@ -206,3 +207,11 @@ def test_snippet_refuses_unknown_names() -> None:
         render_snippet(rec)
     with pytest.raises(ValueError, match="constant, linear, cosine"):
         render_snippet({**rec, "optimizer": "adam", "schedule": "step"})
+
+
+def test_the_gain_over_the_baseline_is_a_fraction_of_its_magnitude() -> None:
+    assert gain_over_baseline(0.15, 0.2) == pytest.approx(0.25)
+    assert gain_over_baseline(0.3, 0.2) == pytest.approx(-0.5)  # worse than untuned
+    assert gain_over_baseline(-2.0, -1.0) == pytest.approx(1.0)  # a negative loss, lower still
+    for objective, baseline in ((0.1, None), (None, 0.2), (0.1, 0.0), (0.1, math.nan)):
+        assert gain_over_baseline(objective, baseline) is None
