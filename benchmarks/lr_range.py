@@ -2,8 +2,8 @@
 
 Per built-in workload, the job of ``examples/<workload>.yaml`` (its preset, budget, sweep,
 grad clip and lr floor; only the seed changes) is tuned with
-``tuner.local_search.run_local_search``, which is what ``adamtune tune`` runs: the LR range test,
-then the search. Its steps are counted as the trials record them (``steps`` user attr: a
+``tuner.local_search.run_local_search``, which is what ``adamtune tune`` runs: the LR range
+test, then the search. Its steps are counted as the trials record them (``steps`` user attr: a
 pruned or diverged trial counts the steps it ran) plus the range test's.
 
 The grid is ``benchmarks/lr_finder.py``'s: constant-lr Adam (torch's defaults otherwise) on a
