@@ -8,22 +8,32 @@ to the dashboard (through ``a2wsgi``) and everything else to adamtune. It sits i
 
 A tenant must not see another tenant's studies: each tenant gets a dashboard over a
 :func:`tenant_storage` that lists only the studies of that tenant's jobs and answers
-"no such study" for the rest. The dashboard is read-only here (jobs are created, changed
-and cancelled through ``/v1``), so a request other than GET or HEAD gets a 405.
+"no such study" for the rest; a request addressed to such a study is answered 404 here,
+before the dashboard sees it (a probe is not an error: logged at INFO, no traceback). The
+study list names each study by its job's name. The dashboard is read-only here (jobs are
+created, changed and cancelled through ``/v1``): a request other than GET or HEAD gets a
+405, and its page loads :data:`READ_ONLY_SCRIPT`, which says so and hides the buttons that
+would write. Its server-side plots (``/api/studies/N/plot/...``) need plotly; without it
+they answer 501 with the reason (the dashboard's own charts are drawn in the browser).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from optuna.storages import BaseStorage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import tenant_of
 from tuner.db.engine import transaction
@@ -33,28 +43,47 @@ log = logging.getLogger(__name__)
 
 DASHBOARD_PREFIXES = ("/dashboard", "/api/", "/static/", "/csv/", "/favicon.ico")
 READ_METHODS = frozenset({"GET", "HEAD"})
+READ_ONLY_SCRIPT = "/static/adamtune-read-only.js"
+READ_ONLY_SCRIPT_FILE = Path(__file__).resolve().parent / "templates" / "dashboard-read-only.js"
+STUDY_PATH = re.compile(r"^/(?:api/studies|csv)/(\d+)(?:/|$)")
+PLOT_PATH = re.compile(r"^/api/studies/\d+/plot(?:/|$)")
+NO_PLOTLY = (
+    "the dashboard's server-side plots need plotly, which is not installed on this server; "
+    "the dashboard draws its charts in the browser without it (an operator can "
+    "`pip install plotly` to enable this route)"
+)
 
 
 def is_dashboard_path(path: str) -> bool:
     return path == "/dashboard" or any(path.startswith(p) for p in DASHBOARD_PREFIXES)
 
 
-def tenant_study_names(session: Session, tenant: str) -> set[str]:
-    return set(session.scalars(select(Job.study_name).where(Job.tenant == tenant)))
+def tenant_studies(session: Session, tenant: str) -> dict[str, str]:
+    """The study names of ``tenant``'s jobs, each with what people call it: the job's name
+    and id (the id alone for a job without a name)."""
+    rows = session.execute(
+        select(Job.study_name, Job.name, Job.id).where(Job.tenant == tenant)
+    ).all()
+    return {study: f"{name} ({job_id})" if name else job_id for study, name, job_id in rows}
 
 
-def tenant_storage(base: BaseStorage, allowed: Callable[[], set[str]]) -> BaseStorage:
-    """A view of ``base`` that shows only the studies whose names ``allowed()`` returns.
+def tenant_storage(base: BaseStorage, allowed: Callable[[], dict[str, str]]) -> BaseStorage:
+    """A view of ``base`` that lists only the studies ``allowed()`` returns, by their labels.
 
     The view is an instance of ``base``'s own class sharing its state (engine, caches), so
     optuna-dashboard, which checks ``isinstance(storage, BaseStorage)``, uses it unchanged;
-    every study-addressed read checks ownership first.
+    every study-addressed read checks ownership first. Only the list (which is also where the
+    dashboard reads a study's header) is relabelled: lookups by name still see the real one.
     """
 
     class TenantView(type(base)):  # type: ignore[misc]
         def get_all_studies(self):  # type: ignore[no-untyped-def]
-            names = allowed()
-            return [s for s in super().get_all_studies() if s.study_name in names]
+            labels = allowed()
+            return [
+                _labelled(s, labels[s.study_name])
+                for s in super().get_all_studies()
+                if s.study_name in labels
+            ]
 
         def _check_study(self, study_id: int) -> None:
             name = type(base).get_study_name_from_id(self, study_id)
@@ -93,6 +122,12 @@ def _guarded(name: str) -> Callable[..., Any]:
     return method
 
 
+def _labelled(study: Any, label: str) -> Any:
+    shown = copy.copy(study)
+    shown.study_name = label
+    return shown
+
+
 class DashboardDispatch:
     """Route the dashboard's paths to a per-tenant optuna-dashboard; the rest to ``app``."""
 
@@ -113,11 +148,38 @@ class DashboardDispatch:
         if scope["type"] != "http" or not is_dashboard_path(scope["path"]):
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
         if scope["method"] not in READ_METHODS:
             await _json(send, 405, "the dashboard is read-only here; manage jobs through /v1")
             return
         tenant = tenant_of(scope) or DEFAULT_TENANT
-        await self._dashboard_for(tenant)(scope, receive, send)
+        study = STUDY_PATH.match(path)
+        if study and not await run_in_threadpool(self._owns, tenant, int(study.group(1))):
+            log.info(
+                "dashboard: tenant %r asked for study %s, not one of its own", tenant, study[1]
+            )
+            detail = f"no study {study[1]} among your jobs' studies; /api/studies lists them"
+            await _json(send, 404, detail)
+            return
+        if PLOT_PATH.match(path) and importlib.util.find_spec("plotly") is None:
+            await _json(send, 501, NO_PLOTLY)
+            return
+        if path == READ_ONLY_SCRIPT:
+            await _send(send, 200, READ_ONLY_SCRIPT_FILE.read_bytes(), b"text/javascript")
+            return
+        dashboard = self._dashboard_for(tenant)
+        if scope["method"] == "GET" and (path == "/dashboard" or path.startswith("/dashboard/")):
+            await dashboard(scope, receive, _with_read_only_script(send))
+        else:
+            await dashboard(scope, receive, send)
+
+    def _owns(self, tenant: str, study_id: int) -> bool:
+        try:
+            name = self.storage_factory().get_study_name_from_id(study_id)
+        except KeyError:
+            return False
+        with transaction(self.session_factory) as session:
+            return name in tenant_studies(session, tenant)
 
     def _dashboard_for(self, tenant: str) -> ASGIApp:
         with self._lock:
@@ -129,16 +191,43 @@ class DashboardDispatch:
         from a2wsgi import WSGIMiddleware
         from optuna_dashboard import wsgi
 
-        def allowed() -> set[str]:
+        def allowed() -> dict[str, str]:
             with transaction(self.session_factory) as session:
-                return tenant_study_names(session, tenant)
+                return tenant_studies(session, tenant)
 
         log.info("optuna dashboard opened for tenant %r", tenant)
         return WSGIMiddleware(wsgi(tenant_storage(self.storage_factory(), allowed)))  # type: ignore[arg-type,return-value]
 
 
+def _with_read_only_script(send: Send) -> Send:
+    """``send`` for the dashboard's HTML page, with :data:`READ_ONLY_SCRIPT` loaded in it."""
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def send_page(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(chunks)
+        tag = f'<script defer src="{READ_ONLY_SCRIPT}"></script></head>'.encode()
+        body = body.replace(b"</head>", tag, 1)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", b"%d" % len(body)))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return send_page
+
+
 async def _json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    body = json.dumps({"detail": detail, "reason": detail}).encode()
+    await _send(send, status, body, b"application/json")
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

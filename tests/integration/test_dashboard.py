@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 import optuna
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.dashboard import READ_ONLY_SCRIPT
 from tests.integration.api_helpers import store_session
 from tuner import spec
 from tuner.db import jobs, keys
@@ -15,8 +19,9 @@ from tuner.settings import Settings
 
 
 def _job_with_study(url: str, tenant: str) -> tuple[str, str]:
+    body = {"workload": "digits_mlp", "name": f"{tenant}'s run"}
     with store_session(url) as s:
-        job = jobs.create_job(s, spec=spec.parse_job({"workload": "digits_mlp"}), tenant=tenant)
+        job = jobs.create_job(s, spec=spec.parse_job(body), tenant=tenant)
         job_id, study_name = job.id, job.study_name
     study = optuna.create_study(storage=optuna_storage(url), study_name=study_name)
     study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=3)
@@ -36,7 +41,7 @@ def two_tenants(migrated_url: str) -> dict[str, tuple[str, str, str]]:
 def test_dashboard_needs_a_key_and_shows_only_the_tenants_studies(
     migrated_url: str, two_tenants: dict[str, tuple[str, str, str]]
 ) -> None:
-    alice_key, _, alice_study = two_tenants["alice"]
+    alice_key, alice_job, _ = two_tenants["alice"]
     _, _, bob_study = two_tenants["bob"]
     with TestClient(create_app(Settings(database_url=migrated_url))) as client:
         assert client.get("/api/studies").status_code == 401
@@ -49,7 +54,7 @@ def test_dashboard_needs_a_key_and_shows_only_the_tenants_studies(
         listed = client.get("/api/studies", headers=auth)
         assert listed.status_code == 200
         names = {s["study_name"] for s in listed.json()["study_summaries"]}
-        assert names == {alice_study}
+        assert names == {f"alice's run ({alice_job})"}  # the job's name, not the study's
         alice_id = listed.json()["study_summaries"][0]["study_id"]
         detail = client.get(f"/api/studies/{alice_id}", headers=auth)
         assert detail.status_code == 200 and len(detail.json()["trials"]) == 3
@@ -70,3 +75,87 @@ def test_dashboard_is_read_only(
         )
         assert r.status_code == 405
         assert "read-only" in r.json()["detail"]
+
+
+def test_no_study_data_without_a_key(
+    migrated_url: str, two_tenants: dict[str, tuple[str, str, str]]
+) -> None:
+    study_id = optuna_storage(migrated_url).get_study_id_from_name(two_tenants["bob"][2])
+    with TestClient(create_app(Settings(database_url=migrated_url))) as client:
+        for path in (
+            "/api/studies",
+            f"/api/studies/{study_id}",
+            f"/api/studies/{study_id}/param_importances",
+            f"/api/studies/{study_id}/plot/slice",
+            f"/csv/{study_id}",
+            "/dashboard",
+        ):
+            r = client.get(path)
+            assert r.status_code == 401, path
+            assert "bob" not in r.text, path
+
+
+def test_another_tenants_study_is_a_404_not_an_error(
+    migrated_url: str,
+    two_tenants: dict[str, tuple[str, str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alice_key = two_tenants["alice"][0]
+    bob_id = optuna_storage(migrated_url).get_study_id_from_name(two_tenants["bob"][2])
+    auth = {"X-API-Key": alice_key}
+    with TestClient(create_app(Settings(database_url=migrated_url))) as client:
+        caplog.set_level(logging.INFO)
+        for path in (
+            f"/api/studies/{bob_id}",
+            f"/api/studies/{bob_id}/param_importances",
+            f"/api/studies/{bob_id}/plot/slice",
+            f"/api/studies/{bob_id}/plot/timeline",
+            f"/csv/{bob_id}",
+            "/api/studies/999999",
+        ):
+            r = client.get(path, headers=auth)
+            assert r.status_code == 404, path
+            assert "among your jobs' studies" in r.json()["detail"], path
+            assert "bob" not in r.text
+    assert [rec for rec in caplog.records if rec.levelno >= logging.ERROR] == []
+    assert not any(rec.exc_info for rec in caplog.records)
+
+
+def test_server_side_plots_answer_501_with_the_reason_without_plotly(
+    migrated_url: str,
+    two_tenants: dict[str, tuple[str, str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key, _, study_name = two_tenants["alice"]
+    study_id = optuna_storage(migrated_url).get_study_id_from_name(study_name)
+    plotly_installed = importlib.util.find_spec("plotly") is not None
+    with TestClient(create_app(Settings(database_url=migrated_url))) as client:
+        for plot in ("slice", "timeline"):
+            r = client.get(f"/api/studies/{study_id}/plot/{plot}", headers={"X-API-Key": key})
+            if plotly_installed:
+                assert r.status_code == 200, r.text
+            else:
+                assert r.status_code == 501
+                assert "plotly, which is not installed" in r.json()["detail"]
+                assert "draws its charts in the browser" in r.json()["detail"]
+    assert [rec for rec in caplog.records if rec.levelno >= logging.ERROR] == []
+
+
+def test_dashboard_page_says_it_is_read_only_and_hides_the_writes(
+    migrated_url: str, two_tenants: dict[str, tuple[str, str, str]]
+) -> None:
+    auth = {"X-API-Key": two_tenants["alice"][0]}
+    with TestClient(create_app(Settings(database_url=migrated_url))) as client:
+        for path in ("/dashboard", "/dashboard/studies/1"):
+            page = client.get(path, headers=auth)
+            assert page.status_code == 200
+            assert f'<script defer src="{READ_ONLY_SCRIPT}"></script></head>' in page.text
+            assert int(page.headers["content-length"]) == len(page.content)
+        script = client.get(READ_ONLY_SCRIPT, headers=auth)
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "Read-only" in script.text and '"Create"' in script.text
+        assert '"Delete study"' in script.text
+        assert client.get(READ_ONLY_SCRIPT).status_code == 401
+        r = client.delete("/api/studies/1", headers=auth)
+        assert r.status_code == 405 and "read-only" in r.json()["detail"]
