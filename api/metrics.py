@@ -137,7 +137,34 @@ class StoreCollector(Collector):
             live.add_metric([device], float(n))
         total = GaugeMetricFamily("adamtune_workers_live_total", "Live workers, all devices")
         total.add_metric([], float(sum(by_device.values())))
-        return [live, total]
+        return [live, total, *device_gauges(w for w in states if w.alive)]
+
+
+DEVICE_GAUGES = (
+    ("memory_total_bytes", "adamtune_worker_device_memory_total_bytes",
+     "Memory of each live worker's device"),
+    ("memory_used_bytes", "adamtune_worker_device_memory_used_bytes",
+     "Memory in use on each live worker's device (CPU: the worker's resident memory)"),
+    ("utilisation_percent", "adamtune_worker_device_utilisation_percent",
+     "Utilisation of each live worker's device at its last heartbeat (GPU busy, or CPU share)"),
+)
+
+
+def device_gauges(states: Iterable[workers.WorkerState]) -> list[Metric]:
+    """Per-worker device gauges, and ``adamtune_worker_device_info`` naming each device."""
+    labels = ["worker", "device"]
+    info = GaugeMetricFamily("adamtune_worker_device_info", "Each live worker's device (1)",
+                             labels=[*labels, "name"])
+    gauges = {key: GaugeMetricFamily(name, what, labels=labels)
+              for key, name, what in DEVICE_GAUGES}
+    for w in states:
+        facts = w.device_info or {}
+        info.add_metric([w.id, w.device, str(facts.get("name") or "")], 1.0)
+        for key, gauge in gauges.items():
+            value = facts.get(key)
+            if isinstance(value, int | float):
+                gauge.add_metric([w.id, w.device], float(value))
+    return [info, *gauges.values()]
 
 
 class RequestLatencyMiddleware:

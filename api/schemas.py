@@ -207,6 +207,24 @@ class WorkloadsPublic(BaseModel):
     count: int
 
 
+class DeviceInfoPublic(BaseModel):
+    """A worker's device as its last heartbeat saw it (NVML on CUDA, /proc on CPU)."""
+
+    kind: str = Field(description="cpu or cuda")
+    name: str | None = Field(None, description="e.g. NVIDIA H100 80GB HBM3, or the CPU model")
+    uuid: str | None = Field(None, description="the GPU's UUID (CUDA only)")
+    index: int | None = Field(
+        None, description="the GPU's number in nvidia-smi (a pinned worker sees it as cuda:0)"
+    )
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = Field(
+        None, description="on the GPU: all its processes; on CPU: this worker's resident memory"
+    )
+    utilisation_percent: float | None = Field(
+        None, description="GPU busy time (NVML), or this worker's share of its CPU cores"
+    )
+
+
 class WorkerPublic(BaseModel):
     id: str
     hostname: str
@@ -218,6 +236,9 @@ class WorkerPublic(BaseModel):
     current_job_id: str | None
     started_at: datetime
     last_heartbeat: datetime
+    device_info: DeviceInfoPublic | None = Field(
+        None, description="name, memory and utilisation of the device (null: not reported)"
+    )
 
     @classmethod
     def of(cls, state: WorkerState) -> WorkerPublic:

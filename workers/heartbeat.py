@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tuner.db import claims, workers
 from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
+from workers.devices import DeviceProbe
 from workers.errors import TRANSIENT_ERRORS, describe
 from workers.runtime import Runtime
 
@@ -41,6 +42,7 @@ class HeartbeatThread(threading.Thread):
         super().__init__(name="adamtune-heartbeat", daemon=True)
         self.runtime = runtime
         self.reap_stale = reap_stale
+        self.probe = DeviceProbe(runtime.identity.device)  # memory, utilisation per beat
         self.job_stopped = threading.Event()  # the watched job was cancelled or finished
         self.lease_lost = threading.Event()  # another worker took the watched sweep over
         self._halt = threading.Event()
@@ -120,7 +122,8 @@ class HeartbeatThread(threading.Thread):
         worker_id = self.runtime.identity.worker_id
         lease = self.runtime.timing.sweep_lease
         with transaction(self.runtime.sessions) as s:
-            workers.heartbeat(s, worker_id, current_job_id=watch.job_id)
+            workers.heartbeat(s, worker_id, current_job_id=watch.job_id,
+                              device_info=self.probe.read())
             if watch.job_id is None:
                 return
             if watch.sweeping and not claims.renew_sweep_lease(s, watch.job_id, worker_id, lease):

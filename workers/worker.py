@@ -95,6 +95,7 @@ class Worker:
                     workers.register_worker(
                         s, worker_id=ident.worker_id, hostname=ident.hostname, pid=ident.pid,
                         device=ident.device, workloads=list(ident.workloads),
+                        device_info=self.heartbeat.probe.read(),
                     )
                 return True
             except TRANSIENT_ERRORS as exc:

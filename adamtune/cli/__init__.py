@@ -62,11 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(module="service", func_name="run_api")
 
     p = _command(sub, "worker", "run a worker that claims and runs jobs")
-    p.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    where.add_argument(
+        "--devices",
+        default=None,
+        help="one worker per device, supervised and restarted if it dies: all (every GPU, "
+        "or one cpu), cuda:0,cuda:2, cpu*2 or cpu",
+    )
     p.add_argument(
         "--population", type=int, default=None, help="train K trials at once (default: the job's)"
     )
-    p.add_argument("--worker-id", default=None, help="stable id (default: host-pid)")
+    p.add_argument(
+        "--worker-id",
+        default=None,
+        help="stable id (default: host-pid; with --devices the prefix of HOST-cuda0, ...)",
+    )
     p.set_defaults(module="service", func_name="run_worker")
 
     p = _command(

@@ -84,7 +84,8 @@ def run_api(args: argparse.Namespace) -> int:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    """Run one worker on ``--device`` until SIGTERM (first: hand back and exit 0)."""
+    """Run one worker on ``--device`` until SIGTERM (first: hand back and exit 0), or with
+    ``--devices`` one per device under a supervisor (:func:`run_node`)."""
     from workers.runtime import Identity, Runtime, check_device, default_worker_id
     from workers.worker import Worker
 
@@ -92,6 +93,8 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.population is not None and args.population < 1:
         print(f"error: --population must be >= 1 (got {args.population})", file=sys.stderr)
         return EXIT_USAGE
+    if args.devices is not None:
+        return run_node(args, settings.database_url)
     try:
         device = check_device(args.device)
     except ValueError as exc:
@@ -104,6 +107,34 @@ def run_worker(args: argparse.Namespace) -> int:
     worker = Worker(runtime)
     worker.install_signal_handlers()
     return worker.run()
+
+
+def run_node(args: argparse.Namespace, database_url: str) -> int:
+    """``adamtune worker --devices SPEC``: one worker process per device, each pinned with
+    ``CUDA_VISIBLE_DEVICES``, restarted if it dies, stopped by SIGTERM/SIGINT passed on."""
+    import socket
+
+    from adamtune.cli.processes import adamtune_command
+    from workers.devices import DeviceSlot, parse_devices
+    from workers.supervisor import Supervisor
+
+    try:
+        slots = parse_devices(args.devices)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not _wait_for_schema(database_url):
+        return 1
+
+    def command(slot: DeviceSlot, worker_id: str) -> list[str]:
+        extra = [] if args.population is None else ["--population", str(args.population)]
+        return adamtune_command("worker", "--device", slot.device, "--worker-id", worker_id,
+                                *extra)
+
+    supervisor = Supervisor(slots, args.worker_id or socket.gethostname(), command)
+    supervisor.install_signal_handlers()
+    log.info("supervising %d worker(s): %s", len(slots), ", ".join(s.label for s in slots))
+    return supervisor.run()
 
 
 def _wait_for_schema(url: str, timeout: float = START_TIMEOUT_S) -> bool:

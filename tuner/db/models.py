@@ -163,6 +163,11 @@ class Worker(Base):
     )
     started_at: Mapped[datetime] = mapped_column(server_default=db_now())
     last_heartbeat: Mapped[datetime] = mapped_column(server_default=db_now(), index=True)
+    # The device's name, memory and utilisation (workers.devices.DeviceProbe), refreshed by
+    # every heartbeat; None for a worker that never reported them.
+    device_info: Mapped[dict[str, Any] | None]
+    # The programs (users' training scripts) this worker was configured to run, by name.
+    programs: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
 
 
 class ApiKey(Base):

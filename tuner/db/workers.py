@@ -40,18 +40,29 @@ class WorkerState:
     started_at: datetime
     last_heartbeat: datetime
     alive: bool
+    device_info: dict[str, Any] | None = None
 
 
 def register_worker(
-    s: Session, *, worker_id: str, hostname: str, pid: int, device: str, workloads: list[str]
+    s: Session,
+    *,
+    worker_id: str,
+    hostname: str,
+    pid: int,
+    device: str,
+    workloads: list[str],
+    device_info: dict[str, Any] | None = None,
 ) -> None:
-    """Insert the worker, or revive its row when a worker restarts under the same id."""
+    """Insert the worker, or revive its row when a worker restarts under the same id.
+
+    ``device_info``: the device's name, memory and utilisation (``workers.devices``)."""
     now = db_now()
     values = {
         "hostname": hostname,
         "pid": pid,
         "device": device,
         "workloads": list(workloads),
+        "device_info": device_info,
         "status": "running",
         "current_job_id": None,
         "started_at": now,
@@ -61,11 +72,17 @@ def register_worker(
     s.execute(stmt.on_conflict_do_update(index_elements=[Worker.id], set_=values))
 
 
-def heartbeat(s: Session, worker_id: str, current_job_id: str | None = UNCHANGED) -> bool:
+def heartbeat(
+    s: Session,
+    worker_id: str,
+    current_job_id: str | None = UNCHANGED,
+    device_info: dict[str, Any] | None = UNCHANGED,
+) -> bool:
     """Stamp the worker alive now (database clock); False if it is not registered.
 
-    ``current_job_id`` is left as is unless given (``None`` means: idle). A worker that
-    was marked ``lost`` and beats again is ``running`` again.
+    ``current_job_id`` is left as is unless given (``None`` means: idle), and so is
+    ``device_info`` (the device's memory and utilisation now). A worker that was marked
+    ``lost`` and beats again is ``running`` again.
     """
     values: dict[str, Any] = {
         "last_heartbeat": db_now(),
@@ -73,6 +90,8 @@ def heartbeat(s: Session, worker_id: str, current_job_id: str | None = UNCHANGED
     }
     if current_job_id is not UNCHANGED:
         values["current_job_id"] = current_job_id
+    if device_info is not UNCHANGED:
+        values["device_info"] = device_info
     stmt = (
         update(Worker)
         .where(Worker.id == worker_id)
@@ -146,6 +165,7 @@ def _state(w: Worker, alive: bool) -> WorkerState:
         started_at=w.started_at,
         last_heartbeat=w.last_heartbeat,
         alive=alive,
+        device_info=w.device_info,
     )
 
 
