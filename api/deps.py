@@ -95,9 +95,17 @@ def job_or_404(session: Session, job_id: str, tenant: str) -> Job:
     job = jobs.get_job(session, job_id, tenant=tenant)
     if job is None:
         raise HTTPException(
-            status_code=404, detail=f"job {job_id} not found; GET /v1/jobs lists your jobs"
+            status_code=404,
+            detail=f"job {shown_id(job_id)} not found; GET /v1/jobs lists your jobs",
         )
     return job
+
+
+def shown_id(job_id: str, limit: int = 64) -> str:
+    """A job id as an error message echoes it: whole up to ``limit`` characters, else cut."""
+    if len(job_id) <= limit:
+        return job_id
+    return f"{job_id[:limit]}... ({len(job_id)} characters; a job id has 32)"
 
 
 def get_job_or_404(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Job:

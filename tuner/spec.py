@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,6 +42,16 @@ class _Strict(BaseModel):
     # No NaN or infinity anywhere (JSON parsers accept `Infinity`, and `1e400` overflows to
     # it): every float of a job is a finite number or refused.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``trials: true`` would pass as 1: a boolean is refused where a number is expected."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = str(cls.model_fields[info.field_name].annotation)
+            if ("int" in annotation or "float" in annotation) and "bool" not in annotation:
+                raise ValueError(f"{str(value).lower()} is a boolean, not a number: give a number")
+        return value
 
 
 class Range(_Strict):
@@ -201,12 +212,23 @@ class JobFileError(ValueError):
     """A job file that cannot be read or does not validate; the message says what to fix."""
 
 
+UNKNOWN_FIELD = "unknown field; remove it or fix its spelling (docs/api.md lists a job's fields)"
+
+
+def error_message(err: Any) -> str:
+    """One pydantic error as a user reads it, worded the same by the CLI and the API."""
+    if err.get("type") == "extra_forbidden":
+        return UNKNOWN_FIELD
+    if err.get("type") == "missing":
+        return "field required"
+    return str(err.get("msg", "")).removeprefix("Value error, ")
+
+
 def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}")
+        lines.append(f"{loc}: {error_message(err)}")
     return "; ".join(lines)
 
 

@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from api import charts
-from api.deps import CurrentTenant, OptunaStorageDep, SessionDep
+from api.deps import CurrentTenant, OptunaStorageDep, SessionDep, shown_id
 from api.routes import jobs as job_routes
 from api.routes import results
 from api.schemas import JobPublic
@@ -179,7 +179,7 @@ def job_page(
 ) -> HTMLResponse:
     job = jobs.get_job(session, job_id, tenant=tenant)
     if job is None:
-        context = {"job_id": job_id, "refresh_seconds": 0, "dashboard_url": DASHBOARD_URL}
+        context = {"job_id": shown_id(job_id), "refresh_seconds": 0, "dashboard_url": DASHBOARD_URL}
         if not _dashboard_on(request):
             context["dashboard_url"] = None
         return TEMPLATES.TemplateResponse(request, "not_found.html", context, status_code=404)

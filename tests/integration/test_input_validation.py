@@ -7,13 +7,16 @@ registry (never an import path) and the strings a database refuses (NUL) are cov
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.integration.api_helpers import in_store, job_body
+from tuner import spec
 from tuner.db import keys
 from tuner.db.engine import upgrade
 from tuner.settings import Settings
@@ -265,3 +268,88 @@ def test_database_hostile_input_is_4xx_on_every_backend(migrated_url: str) -> No
             assert client.get("/v1/jobs", params=params).status_code == 422, params
         assert client.post("/v1/jobs", json=job_body(name="\x00")).status_code == 422
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+
+
+def test_json_without_a_json_content_type_says_to_send_that_header(client: TestClient) -> None:
+    r = client.post(
+        "/v1/jobs", content=b'{"workload": "digits_mlp"}', headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert "Content-Type 'text/plain'" in err["msg"]
+    assert "header Content-Type: application/json" in err["msg"]
+
+
+def test_a_json_array_is_not_a_job(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=b"[1, 2]", headers=JSON)
+    assert r.status_code == 422
+    assert "must be one JSON object" in r.json()["detail"][0]["msg"]
+    assert "not an array" in r.json()["detail"][0]["msg"]
+
+
+def test_malformed_json_says_where_and_what(client: TestClient) -> None:
+    body = b'{"workload": "digits_mlp",\n "budget": {"trials": 4,}}'
+    r = client.post("/v1/jobs", content=body, headers=JSON)
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["body"] and err["type"] == "json_invalid"
+    assert "line 2, column 25" in err["msg"]
+    assert "Expecting property name enclosed in double quotes" in err["msg"]
+
+
+def test_a_body_that_is_not_utf8_says_so(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=b'{"workload": "digits\xff"}', headers=JSON)
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert "not UTF-8: byte 0xff at position 20" in detail
+    assert "encoded as UTF-8" in detail
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "shown"),
+    [
+        (job_body(budget={"trials": True}), ["body", "budget", "trials"], "true"),
+        (job_body(budget={"eval_every": True}), ["body", "budget", "eval_every"], "true"),
+        (job_body(seed=False), ["body", "seed"], "false"),
+        (with_search(lr={"low": True, "high": 1e-2}), ["body", "search", "lr", "low"], "true"),
+    ],
+    ids=["trials", "eval_every (true would pass as 1)", "seed", "range bound"],
+)
+def test_booleans_are_not_numbers(
+    client: TestClient, body: dict[str, Any], loc: list[str], shown: str
+) -> None:
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    errors = {tuple(e["loc"]): e["msg"] for e in r.json()["detail"]}
+    assert errors[tuple(loc)] == f"{shown} is a boolean, not a number: give a number"
+
+
+def test_sweep_enabled_still_takes_a_boolean(client: TestClient) -> None:
+    r = client.post("/v1/jobs", json=job_body(sweep={"enabled": False}))
+    assert r.status_code == 202, r.text
+
+
+def test_unknown_fields_are_worded_as_the_cli_words_them(
+    client: TestClient, tmp_path: Path
+) -> None:
+    r = client.post("/v1/jobs", json=job_body(colour="red"))
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["body", "colour"]
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job_body(colour="red")))
+    with pytest.raises(spec.JobFileError) as cli_error:
+        spec.load_job_file(job_file)
+    assert f"colour: {err['msg']}" in str(cli_error.value)
+    assert "remove it or fix its spelling" in err["msg"]
+
+
+def test_a_long_job_id_is_not_echoed_whole(client: TestClient) -> None:
+    job_id = "x" * 5000
+    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events", f"/jobs/{job_id}"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert "x" * 65 not in r.text, path
+        assert "(5000 characters; a job id has 32)" in r.text, path
+    short = client.get("/v1/jobs/abc").json()["detail"]
+    assert short == "job abc not found; GET /v1/jobs lists your jobs"
