@@ -177,7 +177,7 @@ class TrialRunner:
         assert self.heartbeat is not None
         self.heartbeat.watch(ctx.job_id, trial_ids=tuple(t._trial_id for t in trials))
         try:
-            outcomes = self._evaluate(ctx, trials)
+            outcomes = self._train(ctx, trials)
         except TrialInterrupted as exc:
             self._interrupted(ctx, trials, exc.step)
             return
@@ -200,7 +200,7 @@ class TrialRunner:
         if self.stopping.is_set() or ctx.finished_seen + len(trials) >= ctx.total:
             self.after_trials(ctx)  # no next hand-out to carry it, or the budget may be spent
 
-    def _evaluate(self, ctx: JobContext, trials: list[optuna.Trial]) -> list[TrialOutcome]:
+    def _train(self, ctx: JobContext, trials: list[optuna.Trial]) -> list[TrialOutcome]:
         """One at a time, or as a population (which falls back itself where it cannot vmap)."""
         train = train_population if len(trials) > 1 else train_trials
         settings = TrainSettings.from_spec(ctx.spec, self.runtime.identity.device)
