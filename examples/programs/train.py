@@ -4,14 +4,19 @@ Run it alone (``python train.py``: Adam, lr 1e-3, or ``ADAMTUNE_CONFIG=rec.json`
 with a recommendation) or let a worker run it: ``adamtune worker --program
 digits='python examples/programs/train.py'``. The data, split and model are those of the
 built-in ``digits_mlp`` workload, so the two give comparable recommendations.
+
+Under ``torchrun --nproc-per-node N`` it trains with DistributedDataParallel (gloo on CPU,
+nccl on GPUs), each rank on its own shuffle of the data; only rank 0 talks to adamtune.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
@@ -48,17 +53,28 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return loss
 
 
+def distributed_rank() -> int:
+    """Join the process group when launched by torchrun; this process's rank (0 alone)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
 def train(args: argparse.Namespace) -> None:
-    trial = adamtune.trial(total_steps=args.steps)
+    rank = distributed_rank()
+    trial = adamtune.trial(total_steps=args.steps)  # every rank gets the same configuration
     seed = trial.seed if trial.seed is not None else args.seed
     eval_every = trial.eval_every or args.eval_every
     x, y, xv, yv = load_data()
     torch.manual_seed(seed)
-    model = nn.Sequential(
+    model: nn.Module = nn.Sequential(
         nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 10)
     )
+    if dist.is_initialized():
+        model = nn.parallel.DistributedDataParallel(model)
     optimizer, scheduler = trial.build_optimizer(model)
-    train_batches = batches(x, y, args.batch_size // args.accumulate, seed)
+    train_batches = batches(x, y, args.batch_size // args.accumulate, seed + rank)
     for step in range(trial.total_steps or args.steps):
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
@@ -87,7 +103,10 @@ def main() -> None:
     try:
         train(parser.parse_args())
     except adamtune.Pruned as exc:
-        print(f"adamtune pruned this trial: {exc}")
+        print(f"adamtune pruned this trial: {exc}", flush=True)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

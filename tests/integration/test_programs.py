@@ -137,3 +137,39 @@ def test_a_stopping_worker_hands_the_trial_back(runner: ProgramRunner, tmp_path:
     with pytest.raises(TrialInterrupted):
         runner.run_trial(program, OptimConfig(), TrainSettings(10, 5, 0), should_stop=lambda: True)
     assert runner.last_run is not None and _gone(runner.last_run.pid)
+
+
+def _group_gone(pgid: int) -> bool:
+    """No live process is left in process group ``pgid``."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                alive.append(stat.parent.name)
+        if not alive or time.monotonic() > deadline:
+            return not alive
+        time.sleep(0.1)
+
+
+def test_torchrun_two_ranks_get_the_same_decision(runner: ProgramRunner) -> None:
+    """Only rank 0 reports; the pruner's decision reaches rank 1 through torch.distributed."""
+    command = (sys.executable, "-m", "torch.distributed.run", "--standalone")
+    program = _program(*command, "--nproc-per-node", "2", TRAIN, time_limit=240.0)
+    asked: list[int] = []
+
+    def prune_at_20(step: int, value: float) -> bool:
+        asked.append(step)
+        return step >= 20
+
+    settings = TrainSettings(total_steps=40, eval_every=10, seed=0)
+    result = runner.run_trial(program, OptimConfig(), settings, report=prune_at_20)
+    assert result.state == "pruned", result.reason
+    assert asked == [10, 20]  # one report per evaluation: rank 1 never talks to the worker
+    assert runner.last_run is not None and _group_gone(runner.last_run.pid)
+    log = runner.last_run.log_path.read_text()
+    assert log.count("adamtune pruned this trial") == 2, log[-2000:]
