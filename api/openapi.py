@@ -22,8 +22,10 @@ def _narrow(schemas: dict[str, Any], settings: Settings) -> None:
     if "workload" in job:
         job["workload"]["enum"] = workloads.names()
         job["workload"]["description"] = "an installed workload (see GET /v1/workloads)"
-    if "population" in job:
-        job["population"]["maximum"] = settings.max_population
+    if "population" in job:  # an integer, or "auto"
+        for branch in job["population"].get("anyOf", [job["population"]]):
+            if branch.get("type") == "integer":
+                branch["maximum"] = settings.max_population
     if "trials" in budget:
         budget["trials"]["maximum"] = settings.max_trials
     if "steps_per_trial" in budget:

@@ -5,7 +5,10 @@ resolves the same job builds identical Optuna distributions. Each layer replaces
 names: a preset sets common-practice ranges, and whatever the job's ``search`` states wins.
 
 Parameterisation (what Optuna samples, and why):
-- ``lr``: log-uniform, by default the LR range test's ``[low, high]``.
+- ``lr``: log-uniform, by default ``LR_DECADES`` decades either side of the LR range test's
+  suggestion (clipped to ``LR_LIMITS``, and always holding the sweep's own ``[low, high]``):
+  the sweep is a prior (its suggestion and a ladder around it are the first trials), never a
+  fence. A range test is 10-40x off on some workloads; the search must still reach the optimum.
 - ``one_minus_beta2``: log-uniform; beta2 = 1 - value (0.999 and 0.99 are a decade apart).
 - ``eps``: log-uniform.
 - ``wd_times_lr``: log-uniform; the weight decay is ``wd_times_lr / lr``. With AdamW the
@@ -21,11 +24,13 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tuner.spec import JobSpec, SearchSpace
+from tuner.spec import FP16_EPS_FLOOR, JobSpec, SearchSpace
 
 Interval = tuple[float, float]
 
 DEFAULT_LR: Interval = (1e-5, 1e-1)  # used when there is no sweep and the job names no lr range
+LR_DECADES = 2.0  # the lr range spans this many decades below and above the sweep's suggestion
+LR_LIMITS: Interval = (1e-6, 3.0)  # no Adam-family run trains outside these, whatever the sweep
 
 
 @dataclass(frozen=True)
@@ -118,16 +123,40 @@ def _geomean(interval: Interval) -> float:
     return math.sqrt(interval[0] * interval[1])
 
 
+def prior_lr_interval(lr_range: dict[str, float]) -> Interval:
+    """The lr range searched around a sweep: ``LR_DECADES`` either side of its suggestion and
+    at least the sweep's own ``[low, high]``, clipped to ``LR_LIMITS`` (never empty)."""
+    suggested = float(lr_range["suggested"])
+    low = min(suggested * 10**-LR_DECADES, float(lr_range["low"]))
+    high = max(suggested * 10**LR_DECADES, float(lr_range["high"]))
+    low, high = max(low, LR_LIMITS[0]), min(high, LR_LIMITS[1])
+    if not low < high:  # a suggestion outside the limits: the limits themselves
+        return LR_LIMITS
+    return (low, high)
+
+
 def resolve_space(spec: JobSpec, lr_range: dict[str, float] | None) -> ResolvedSpace:
-    """Defaults, then the sweep's lr range, then the preset, then the job's ``search``."""
+    """Defaults, then the lr range around the sweep, then the preset, then the job's ``search``."""
     space = ResolvedSpace()
     if lr_range is not None:
-        space = replace(space, lr=(float(lr_range["low"]), float(lr_range["high"])))
+        space = replace(space, lr=prior_lr_interval(lr_range))
     space = replace(space, **PRESETS[spec.preset])
     space = replace(space, **_from_search(spec.search))
+    if spec.precision == "fp16":
+        space = replace(space, eps=fp16_eps_range(space.eps))
     suggested = float(lr_range["suggested"]) if lr_range is not None else None
     inside = suggested is not None and space.lr[0] <= suggested <= space.lr[1]
     return replace(space, lr_ref=suggested if inside else _geomean(space.lr))  # type: ignore[arg-type]
+
+
+FP16_EPS_HIGH = 1e-4  # the range under fp16 when the floor leaves nothing of the asked one
+
+
+def fp16_eps_range(eps: Interval) -> Interval:
+    """``eps`` floored at ``FP16_EPS_FLOOR``: under fp16 a tiny v_hat makes a smaller eps
+    blow the step up; a range wholly below the floor becomes ``[floor, FP16_EPS_HIGH]``."""
+    low, high = max(eps[0], FP16_EPS_FLOOR), max(eps[1], FP16_EPS_FLOOR)
+    return (low, high) if high > low else (FP16_EPS_FLOOR, FP16_EPS_HIGH)
 
 
 def clamp(value: float, interval: Interval) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -26,10 +27,12 @@ from pydantic import (
 OptimizerName = Literal["adam", "adamw"]
 ScheduleName = Literal["constant", "linear", "cosine"]
 PresetName = Literal["default", "vision", "transformer", "finetune", "gan"]
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 PRESETS: tuple[str, ...] = ("default", "vision", "transformer", "finetune", "gan")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 # Hard ceilings that no server setting can lift; servers may set lower ones (Settings).
 MAX_TRIALS = 10_000
@@ -169,8 +172,15 @@ class JobSpec(_Strict):
     budget: Budget = Field(default_factory=Budget)
     search: SearchSpace = Field(default_factory=SearchSpace)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
-    population: int = Field(
-        default=1, ge=1, le=MAX_POPULATION, description="trials trained at once"
+    population: Annotated[int, Field(ge=1, le=MAX_POPULATION)] | Literal["auto"] = Field(
+        default=1,
+        description="trials trained at once, or 'auto': the worker measures its device and "
+        "picks the size (tuner.population.sizing)",
+    )
+    precision: PrecisionName = Field(
+        default="auto",
+        description="training precision: 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', "
+        "'bf16' (autocast) or 'fp16' (autocast with a gradient scaler; eps floored at 1e-6)",
     )
     grad_clip: float | None = Field(default=None, gt=0)
     lr_floor: float = Field(
@@ -191,6 +201,20 @@ class JobSpec(_Strict):
             )
         return workload
 
+    @field_validator("population", mode="wrap")
+    @classmethod
+    def _population(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """One message for both forms, instead of one error per branch of the union."""
+        if isinstance(value, bool):
+            raise ValueError(f"{str(value).lower()} is a boolean, not a number: give a number")
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                f"must be a whole number from 1 to {MAX_POPULATION} (trials trained at once) "
+                f"or 'auto' (the worker sizes it to its device); got {value!r}"
+            ) from None
+
     @field_validator("name")
     @classmethod
     def _printable_name(cls, name: str | None) -> str | None:
@@ -206,6 +230,18 @@ class JobSpec(_Strict):
                 f"({self.budget.steps_per_trial})"
             )
         return self
+
+
+FP16_EPS_FLOOR = 1e-6  # under fp16 a tiny v_hat makes a smaller eps blow the step up
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The precision a trial trains in: ``auto`` is bf16 autocast on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if str(device).startswith("cuda") else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 class JobFileError(ValueError):

@@ -45,7 +45,7 @@ def refuse_unservable(spec: JobSpec, settings: Settings) -> None:
         (["body", "population"], spec.population, settings.max_population, "MAX_POPULATION"),
     ]
     for loc, value, limit, env in limits:
-        if value > limit:
+        if isinstance(value, int) and value > limit:  # population "auto" is capped by the worker
             msg = f"{value} exceeds this server's limit of {limit} (ADAMTUNE_{env}); ask for less"
             errors.append(field_error(loc, msg, "less_than_equal"))
     if errors:
