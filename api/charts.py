@@ -289,6 +289,9 @@ def _steps(
     return out
 
 
+FINISHED = frozenset({"complete", "pruned"})  # as a job's progress counts them
+
+
 def _trial_points(trials: Sequence[Mapping[str, Any]]) -> list[tuple[int, float, str]]:
     """(number, value, state) of every trial that reported a finite objective."""
     points = []
@@ -313,6 +316,13 @@ def trials_svg(
     """
     points = _trial_points(trials)
     if not points:
+        finished = sum(1 for t in trials if str(t.get("state", "")).lower() in FINISHED)
+        if finished:
+            return _empty(
+                "trials-chart",
+                f"{finished} trial{'' if finished == 1 else 's'} finished, "
+                "none with a finite objective (pruned or diverged)",
+            )
         return _empty("trials-chart", "no finished trials yet")
     values = [v for _, v, _ in points] + ([baseline] if _finite(baseline) else [])
     log_y = min(values) > 0 and max(values) / min(values) > 50
@@ -348,12 +358,17 @@ def trials_svg(
     return "".join(parts)
 
 
-def importances_svg(importances: Mapping[str, float] | None) -> str:
-    """Parameter importances as horizontal bars, largest first, one ``rect.bar`` each."""
+def importances_svg(
+    importances: Mapping[str, float] | None, hidden_reason: str | None = None
+) -> str:
+    """Parameter importances as horizontal bars, largest first, one ``rect.bar`` each; none,
+    with ``hidden_reason`` said instead, where they rest on too few trials."""
     items = sorted(
         ((k, float(v)) for k, v in (importances or {}).items() if _finite(v) and v >= 0),
         key=lambda kv: -kv[1],
     )
+    if hidden_reason:
+        return _empty("importances-chart", hidden_reason)
     if not items:
         return _empty("importances-chart", "importances need a few finished trials")
     row, label_w = 24, 150

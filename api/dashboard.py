@@ -26,6 +26,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import tenant_of
+from api.evidence import importances_hidden_reason, shown_importances, trial_counts
+from tuner.db import recommendations, trials
 from tuner.db.engine import transaction
 from tuner.db.models import DEFAULT_TENANT, Job
 
@@ -46,6 +49,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 READ_ONLY_SCRIPT = "/static/adamtune-read-only.js"
 READ_ONLY_SCRIPT_FILE = Path(__file__).resolve().parent / "templates" / "dashboard-read-only.js"
 STUDY_PATH = re.compile(r"^/(?:api/studies|csv)/(\d+)(?:/|$)")
+IMPORTANCES_PATH = re.compile(r"^/api/studies/\d+/param_importances$")
 PLOT_PATH = re.compile(r"^/api/studies/\d+/plot(?:/|$)")
 NO_PLOTLY = (
     "the dashboard's server-side plots need plotly, which is not installed on this server; "
@@ -161,6 +165,10 @@ class DashboardDispatch:
             detail = f"no study {study[1]} among your jobs' studies; /api/studies lists them"
             await _json(send, 404, detail)
             return
+        if IMPORTANCES_PATH.match(path) and study:
+            body = await run_in_threadpool(self._importances, tenant, int(study.group(1)))
+            await _send(send, 200, json.dumps(body).encode(), b"application/json")
+            return
         if PLOT_PATH.match(path) and importlib.util.find_spec("plotly") is None:
             await _json(send, 501, NO_PLOTLY)
             return
@@ -180,6 +188,31 @@ class DashboardDispatch:
             return False
         with transaction(self.session_factory) as session:
             return name in tenant_studies(session, tenant)
+
+    def _importances(self, tenant: str, study_id: int) -> dict[str, Any]:
+        """The dashboard's importances answer with adamtune's own: the recommendation's,
+        withheld by the same rule (:mod:`api.evidence`), so both views show the same."""
+        storage = self.storage_factory()
+        name = storage.get_study_name_from_id(study_id)
+        records = [asdict(r) for r in trials.list_trials(storage, name)]
+        counts = trial_counts(records)
+        with transaction(self.session_factory) as session:
+            job = session.scalars(
+                select(Job).where(Job.study_name == name, Job.tenant == tenant)
+            ).first()
+            rec = recommendations.get_recommendation(session, job.id) if job else None
+            body = dict(rec.body) if rec else {}
+        shown = shown_importances(body, counts)
+        distributions: dict[str, str] = {}
+        for trial in storage.get_all_trials(study_id, deepcopy=False):
+            for param, dist in trial.distributions.items():
+                distributions.setdefault(param, type(dist).__name__)
+        listed = [
+            {"name": k, "importance": v, "distribution": distributions.get(k, "FloatDistribution")}
+            for k, v in sorted(shown.items(), key=lambda kv: -kv[1])
+        ]
+        reason = importances_hidden_reason(counts) or (None if listed else "no importances yet")
+        return {"param_importances": [listed], "reason": reason}
 
     def _dashboard_for(self, tenant: str) -> ASGIApp:
         with self._lock:

@@ -146,7 +146,11 @@ class LRSweepPublic(BaseModel):
 class TrialPublic(BaseModel):
     number: int
     state: str = Field(description="running, complete, pruned, fail or waiting")
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(description="as searched (e.g. one_minus_beta2, wd_times_lr)")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the same parameters as a user types them (beta2, weight_decay)",
+    )
     value: float | None
     worker_id: str | None
     device: str | None
@@ -175,6 +179,19 @@ class LRRange(BaseModel):
     high: float | None = None
 
 
+class Evidence(BaseModel):
+    """The trials behind a recommendation's numbers (seeded trials: baseline, suggestions)."""
+
+    trials_finished: int = Field(description="complete + pruned, as progress counts them")
+    trials_complete: int
+    searched_complete: int = Field(description="complete trials the sampler chose")
+    seeded_complete: int
+    expected_objective_trials: int = Field(description="the best trial alone")
+    lr_band_trials: int | None = Field(description="trials within 1% of the best loss")
+    importances_trials: int | None = Field(description="searched trials they were fitted on")
+    importances_hidden: str | None = Field(description="why importances are withheld")
+
+
 class RecommendationPublic(BaseModel):
     """The recommended configuration; ``final`` is false while the search still runs."""
 
@@ -195,6 +212,9 @@ class RecommendationPublic(BaseModel):
     baseline_objective: float | None = None
     lr_range: LRRange | None = None
     snippet: str | None = None
+    evidence: Evidence | None = Field(
+        None, description="how many trials each number rests on; what is hidden, and why"
+    )
 
 
 class WorkloadPublic(BaseModel):

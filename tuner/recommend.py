@@ -22,7 +22,7 @@ from tuner.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
-MIN_TRIALS_FOR_IMPORTANCE = 5  # fewer complete searched trials: importances are left empty
+MIN_TRIALS_FOR_IMPORTANCE = 5  # fewer complete searched (not seeded) trials: no importances
 LR_BAND_TOLERANCE = 0.01  # trials within 1% of the best loss define the robust lr band
 
 
@@ -80,7 +80,7 @@ def lr_band(completed: Sequence[FrozenTrial], best: float) -> dict[str, Any]:
 
 def importances(completed: Sequence[FrozenTrial]) -> dict[str, float]:
     """fANOVA importances of the searched parameters, or {} with too few trials to say."""
-    searched = [t for t in completed if t.params and _role(t) != "baseline"]
+    searched = [t for t in completed if t.params and _role(t) == "search"]  # not seeded
     if len(searched) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     common = set.intersection(*(set(t.params) for t in searched))

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from api import charts
 from api.deps import CurrentTenant, OptunaStorageDep, SessionDep, shown_id
+from api.evidence import trial_counts
 from api.routes import jobs as job_routes
 from api.routes import results
 from api.schemas import JobPublic
@@ -99,11 +100,11 @@ def diagnostics_lines(rec: dict[str, Any] | None) -> list[str]:
         for name, q in entries.items():
             if isinstance(q, dict):
                 quantiles = ", ".join(f"{k} {fmt(v)}" for k, v in q.items())
-                lines.append(
-                    f"effective step, {section[:-1] if section.endswith('s') else section} "
-                    f"{name}: {quantiles}"
-                )
+                lines.append(f"{DIAGNOSTIC_SECTIONS.get(section, section)} {name}: {quantiles}")
     return lines
+
+
+DIAGNOSTIC_SECTIONS = {"groups": "parameter group", "modules": "module"}
 
 
 def best_trials(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,8 +128,10 @@ def job_view(job: Job, session: Any, storage: Any) -> dict[str, Any]:
     """Everything the job page shows, read through the JSON routes' own functions."""
     public = JobPublic.of(job).model_dump(mode="json")
     sweep = _or_none(lambda: results.get_lr_sweep(job, session))
-    rec = _or_none(lambda: results.get_recommendation(job, session))
+    rec = _or_none(lambda: results.get_recommendation(job, session, storage))
     trials = results.list_trials(job, storage).model_dump(mode="json")["data"]
+    counts = trial_counts(trials)
+    hidden = (rec or {}).get("evidence", {}).get("importances_hidden") if rec else None
     baseline = public.get("baseline_objective")
     if baseline is None and rec:
         baseline = rec.get("baseline_objective")
@@ -137,6 +140,8 @@ def job_view(job: Job, session: Any, storage: Any) -> dict[str, Any]:
         "sweep": sweep,
         "rec": rec,
         "trials": trials,
+        "counts": counts,
+        "importances_hidden": hidden,
         "events": job_routes.list_job_events(job, session).model_dump(mode="json")["data"],
         "best_trials": best_trials(trials),
         "baseline": baseline,
@@ -148,7 +153,9 @@ def job_view(job: Job, session: Any, storage: Any) -> dict[str, Any]:
         if sweep
         else charts.lr_curve_svg([], []),
         "trials_svg": charts.trials_svg(trials, baseline=baseline),
-        "importances_svg": charts.importances_svg((rec or {}).get("importances")),
+        "importances_svg": charts.importances_svg(
+            (rec or {}).get("importances"), hidden_reason=hidden
+        ),
         "refresh_seconds": REFRESH_SECONDS if job.status in ACTIVE_JOB_STATUSES else 0,
         "dashboard_url": DASHBOARD_URL,
         "study_url": study_url(storage, job.study_name),

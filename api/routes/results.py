@@ -7,6 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, HTTPException
 
 from api.deps import JobDep, OptunaStorageDep, SessionDep
+from api.evidence import evidence, shown_importances, trial_counts, user_params
 from api.schemas import (
     LRSweepPublic,
     RecommendationPublic,
@@ -58,7 +59,8 @@ def list_trials(job: JobDep, storage: OptunaStorageDep) -> TrialsPublic:
 
     Empty until the search starts (after the LR sweep)."""
     records = trials.list_trials(storage, job.study_name)
-    return TrialsPublic(data=[TrialPublic(**asdict(r)) for r in records], count=len(records))
+    data = [TrialPublic(**asdict(r), config=user_params(r.params)) for r in records]
+    return TrialsPublic(data=data, count=len(records))
 
 
 @router.get(
@@ -67,8 +69,12 @@ def list_trials(job: JobDep, storage: OptunaStorageDep) -> TrialsPublic:
     summary="The recommended configuration",
     responses=error_responses(404, 409),
 )
-def get_recommendation(job: JobDep, session: SessionDep) -> RecommendationPublic:
-    """Partial (``final: false``) while the search runs, final once the job is completed."""
+def get_recommendation(
+    job: JobDep, session: SessionDep, storage: OptunaStorageDep
+) -> RecommendationPublic:
+    """Partial (``final: false``) while the search runs, final once the job is completed.
+    ``evidence`` says how many trials each number rests on; importances fitted on fewer
+    than 5 completed searched trials are withheld (``evidence.importances_hidden``)."""
     rec = recommendations.get_recommendation(session, job.id)
     if rec is None:
         if job.status in ("queued", "sweeping", "searching"):
@@ -81,6 +87,14 @@ def get_recommendation(job: JobDep, session: SessionDep) -> RecommendationPublic
         else:
             detail = f"job {job.id} is {job.status} and has no recommendation"
         raise HTTPException(status_code=409, detail=detail)
+    counts = trial_counts([asdict(r) for r in trials.list_trials(storage, job.study_name)])
     return RecommendationPublic.model_validate(
-        {**rec.body, "job_id": job.id, "final": rec.final, "updated_at": rec.updated_at}
+        {
+            **rec.body,
+            "importances": shown_importances(rec.body, counts),
+            "evidence": evidence(rec.body, counts),
+            "job_id": job.id,
+            "final": rec.final,
+            "updated_at": rec.updated_at,
+        }
     )

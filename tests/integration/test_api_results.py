@@ -149,3 +149,100 @@ def test_trials_empty_before_search_then_listed(
     assert pruned["value"] is None and pruned["worker_id"] == "w2"
     assert running["state"] == "running" and running["worker_id"] is None
     assert client.get("/v1/jobs/nope/trials").status_code == 404
+
+
+def _study_of_few_trials(url: str, study_name: str, roles: list[str]) -> None:
+    """One complete trial per role, searched in the parameterisation of tuner.space."""
+    storage = optuna_storage(url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    for i, role in enumerate(roles):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("one_minus_beta2", 1e-4, 1e-1, log=True)
+        trial.suggest_float("wd_times_lr", 1e-9, 1e-3, log=True)
+        trial.set_user_attr("role", role)
+        study.tell(trial, 0.5 + i + lr)
+    storage.engine.dispose()
+
+
+def test_recommendation_withholds_importances_of_few_searched_trials(
+    client: TestClient, migrated_url: str, job_id: str
+) -> None:
+    """Five complete trials, two of them seeded: three searched, below the minimum of five."""
+    roles = ["baseline", "sweep_suggestion", "search", "search", "search"]
+    _study_of_few_trials(migrated_url, jobs.study_name_for(job_id), roles)
+    body = {**RECOMMENDATION, "importances": {"lr": 0.9, "wd_times_lr": 0.1}}
+    body["lr_band"] = {"low": 2e-3, "high": 2e-3, "n_trials": 1}
+    in_store(
+        migrated_url, lambda s: recommendations.upsert_recommendation(s, job_id, body, final=False)
+    )
+    rec = client.get(f"/v1/jobs/{job_id}/recommendation").json()
+    assert rec["importances"] == {}
+    evidence = rec["evidence"]
+    assert evidence["searched_complete"] == 3 and evidence["seeded_complete"] == 2
+    assert evidence["trials_complete"] == 5 and evidence["trials_finished"] == 5
+    assert evidence["importances_trials"] is None
+    assert evidence["importances_hidden"] == (
+        "hidden: importances need 5 completed searched trials, 3 so far "
+        "(and 2 seeded, which are not counted); fewer are noise"
+    )
+    assert evidence["lr_band_trials"] == 1 and evidence["expected_objective_trials"] == 1
+
+    page = client.get(f"/jobs/{job_id}").text
+    assert "importances need 5 completed searched trials, 3 so far" in page
+    assert 'class="bar"' not in page
+    assert "one trial within 1% of the best: no band yet" in page
+    assert "2e-03 .. 2e-03" not in page and "0.002 .. 0.002" not in page
+    assert "one trial: the best of 5 complete" in page
+
+
+def test_recommendation_shows_importances_with_their_trial_count(
+    client: TestClient, migrated_url: str, job_id: str
+) -> None:
+    _study_of_few_trials(migrated_url, jobs.study_name_for(job_id), ["baseline"] + ["search"] * 5)
+    body = {**RECOMMENDATION, "importances": {"lr": 0.9, "wd_times_lr": 0.1}}
+    in_store(
+        migrated_url, lambda s: recommendations.upsert_recommendation(s, job_id, body, final=True)
+    )
+    rec = client.get(f"/v1/jobs/{job_id}/recommendation").json()
+    assert rec["importances"] == {"lr": 0.9, "wd_times_lr": 0.1}
+    assert rec["evidence"]["importances_trials"] == 5
+    assert rec["evidence"]["importances_hidden"] is None
+    page = client.get(f"/jobs/{job_id}").text
+    assert "Fitted (fANOVA) on 5 completed searched trials; 1 seeded" in page
+    assert page.count('class="bar"') == 2
+
+
+def test_trials_carry_the_parameters_a_user_types(
+    client: TestClient, migrated_url: str, job_id: str
+) -> None:
+    _study_of_few_trials(migrated_url, jobs.study_name_for(job_id), ["search"])
+    [trial] = client.get(f"/v1/jobs/{job_id}/trials").json()["data"]
+    params, config = trial["params"], trial["config"]
+    assert set(params) == {"lr", "one_minus_beta2", "wd_times_lr"}  # as searched
+    assert set(config) == {"lr", "beta2", "weight_decay"}
+    assert config["beta2"] == pytest.approx(1.0 - params["one_minus_beta2"])
+    assert config["weight_decay"] == pytest.approx(params["wd_times_lr"] / params["lr"])
+    in_store(
+        migrated_url,
+        lambda s: recommendations.upsert_recommendation(s, job_id, RECOMMENDATION, final=False),
+    )
+    page = client.get(f"/jobs/{job_id}").text
+    assert "weight_decay=" in page and "beta2=" in page
+    assert "wd_times_lr=" not in page and "one_minus_beta2=" not in page
+
+
+def test_a_running_jobs_caption_and_chart_agree_on_finished_trials(
+    client: TestClient, migrated_url: str, job_id: str
+) -> None:
+    storage = optuna_storage(migrated_url)
+    study = optuna.create_study(study_name=jobs.study_name_for(job_id), storage=storage)
+    for _ in range(3):  # diverged at once: pruned without an objective
+        study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    study.ask()
+    storage.engine.dispose()
+    page = client.get(f"/jobs/{job_id}").text
+    assert "3 of 4 finished" in page
+    assert "3 trials finished, none with a finite objective (pruned or diverged)" in page
+    assert "3 finished (0 complete, 3 pruned), 1 running" in page
+    assert "no finished trials yet" not in page

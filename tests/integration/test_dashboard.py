@@ -13,7 +13,7 @@ from api.app import create_app
 from api.dashboard import READ_ONLY_SCRIPT
 from tests.integration.api_helpers import store_session
 from tuner import spec
-from tuner.db import jobs, keys
+from tuner.db import jobs, keys, recommendations
 from tuner.db.engine import optuna_storage
 from tuner.settings import Settings
 
@@ -159,3 +159,34 @@ def test_dashboard_page_says_it_is_read_only_and_hides_the_writes(
         assert client.get(READ_ONLY_SCRIPT).status_code == 401
         r = client.delete("/api/studies/1", headers=auth)
         assert r.status_code == 405 and "read-only" in r.json()["detail"]
+
+
+def test_dashboard_importances_are_the_recommendations_with_the_same_rule(
+    migrated_url: str, two_tenants: dict[str, tuple[str, str, str]]
+) -> None:
+    key, job_id, study_name = two_tenants["alice"]
+    storage = optuna_storage(migrated_url)
+    study_id = storage.get_study_id_from_name(study_name)
+    body = {"lr": 1e-3, "importances": {"x": 1.0}, "lr_band": {"low": 1, "high": 1, "n_trials": 1}}
+    with store_session(migrated_url) as s:
+        recommendations.upsert_recommendation(s, job_id, body, final=False)
+    auth = {"X-API-Key": key}
+    with TestClient(create_app(Settings(database_url=migrated_url))) as client:
+        few = client.get(f"/api/studies/{study_id}/param_importances", headers=auth).json()
+        assert few["param_importances"] == [[]]  # 3 searched trials: withheld, as in /v1
+        assert "importances need 5 completed searched trials, 3 so far" in few["reason"]
+        assert (
+            client.get(f"/v1/jobs/{job_id}/recommendation", headers=auth).json()["importances"]
+            == {}
+        )
+
+        optuna.load_study(study_name=study_name, storage=storage).optimize(
+            lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=2
+        )
+        rec = client.get(f"/v1/jobs/{job_id}/recommendation", headers=auth).json()
+        enough = client.get(f"/api/studies/{study_id}/param_importances", headers=auth).json()
+        assert rec["importances"] == {"x": 1.0}
+        assert enough["param_importances"] == [
+            [{"name": "x", "importance": 1.0, "distribution": "FloatDistribution"}]
+        ]
+        assert enough["reason"] is None

@@ -150,3 +150,20 @@ def test_divergence_does_not_flatten_the_valley() -> None:
         if t.get("class") == "tick-y"
     ]
     assert max(ticks) < 5.0  # the axis is scaled to the valley, not to the blow-up
+
+
+def test_importances_withheld_say_why_and_draw_no_bar() -> None:
+    reason = "hidden: importances need 5 completed searched trials, 3 so far; fewer are noise"
+    root = parse(charts.importances_svg({"lr": 0.9}, hidden_reason=reason))
+    assert with_class(root, "rect", "bar") == []
+    assert [t.text for t in with_class(root, "text", "empty")] == [reason]
+
+
+def test_trials_chart_counts_finished_trials_without_an_objective() -> None:
+    trials = [{"number": i, "state": "pruned", "value": None} for i in range(3)]
+    trials.append({"number": 3, "state": "running", "value": None})
+    root = parse(charts.trials_svg(trials))
+    [empty] = with_class(root, "text", "empty")
+    assert empty.text == "3 trials finished, none with a finite objective (pruned or diverged)"
+    nothing = parse(charts.trials_svg([{"number": 0, "state": "running", "value": None}]))
+    assert [t.text for t in with_class(nothing, "text", "empty")] == ["no finished trials yet"]
