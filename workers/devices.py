@@ -231,6 +231,8 @@ class DeviceProbe:
         self.kind = CUDA if device.startswith(CUDA) else CPU
         self._cpu_name: str | None = None
         self._last_cpu: tuple[float, float] | None = None  # (wall, process CPU seconds)
+        self._nvml: Any | None = None
+        self._nvml_tried = False
 
     def read(self) -> dict[str, Any]:
         """The facts now; never raises (what cannot be read is None)."""
@@ -263,7 +265,9 @@ class DeviceProbe:
 
     def _read_cuda(self) -> dict[str, Any]:
         facts = self._empty()
-        nvml = _nvml()
+        if not self._nvml_tried:  # once per process: nvmlInit enumerates every GPU
+            self._nvml, self._nvml_tried = _nvml(), True
+        nvml = self._nvml
         if nvml is None:
             return facts
         try:
@@ -278,6 +282,4 @@ class DeviceProbe:
             facts["utilisation_percent"] = float(rates.gpu)
         except nvml.NVMLError as exc:  # e.g. utilisation is not supported on a MIG slice
             log.debug("NVML: %s for %s", exc, self.device)
-        finally:
-            nvml.nvmlShutdown()
         return facts
