@@ -3,7 +3,8 @@
 ``adamtune tune``, ``adamtune recommendation``, ``adamtune submit --watch`` and
 ``adamtune demo`` all print through :func:`render_recommendation`. It computes nothing:
 the gain over the baseline is the recommendation's own ``improvement``, and every figure
-resting on few trials says how many (``lr_band.n_trials``, the trial counts, the seeds).
+resting on few trials or seeds says how many (``lr_band.n_trials``, the trial counts,
+``objective_std`` over ``objective_seeds``, an objective measured on its selection seed).
 Needs no torch: it runs in ``adamtune status`` as well as in ``adamtune tune``.
 """
 
@@ -123,17 +124,20 @@ def _spread(mean_key: str, std_key: str, seeds_key: str, rec: dict[str, Any]) ->
 
 
 def _objective(rec: dict[str, Any]) -> str:
-    text = _spread("expected_objective", "objective_std", "seeds", rec)
+    text = _spread("expected_objective", "objective_std", "objective_seeds", rec)
+    notes = []
     trial, role = rec.get("trial_number"), rec.get("trial_role")
     if trial is not None:
-        text += f"  (validation loss of trial {trial}" + (f", {role})" if role else ")")
-    return text
+        notes.append(f"validation loss of trial {trial}" + (f", {role}" if role else ""))
+    if rec.get("objective_selected_on_seed"):
+        notes.append("on the seed it was selected on: optimistic")
+    return text + (f"  ({'; '.join(notes)})" if notes else "")
 
 
 def _baseline(rec: dict[str, Any]) -> str | None:
     if rec.get("baseline_objective") is None:
         return None
-    text = _spread("baseline_objective", "baseline_std", "seeds", rec)
+    text = _spread("baseline_objective", "baseline_std", "baseline_seeds", rec)
     text += "  (untuned Adam, lr 1e-3"
     gain = rec.get("improvement")
     if isinstance(gain, int | float):

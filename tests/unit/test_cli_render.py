@@ -66,10 +66,17 @@ def test_a_band_resting_on_one_trial_says_so() -> None:
 
 
 def test_a_spread_and_its_seeds_are_shown_where_the_recommendation_carries_them() -> None:
-    rec = recommendation(objective_std=0.0042, baseline_std=0.01, seeds=[1, 2, 3])
+    rec = recommendation(objective_std=0.0042, objective_seeds=[1, 2, 3], baseline_std=0.01,
+                         baseline_seeds=[1, 2, 3], objective_selected_on_seed=False)
     text = render_recommendation(rec)
-    assert "objective    0.1234 ± 0.0042 over 3 seeds" in text
+    assert "objective    0.1234 ± 0.0042 over 3 seeds  (validation loss of trial 7" in text
     assert "baseline     0.2 ± 0.01 over 3 seeds" in text
+    assert "optimistic" not in text
+    one = recommendation(objective_std=None, objective_seeds=[0], objective_selected_on_seed=True)
+    assert (
+        "objective    0.1234 over 1 seed  (validation loss of trial 7, search; "
+        "on the seed it was selected on: optimistic)"
+    ) in render_recommendation(one)
 
 
 def test_partial_and_sparse_recommendations() -> None:
