@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from tuner.divergence import DivergenceMonitor
-from tuner.optim import OptimConfig, build_optimizer, build_scheduler
-from tuner.spec import JobSpec
+from tuner.optim import OptimConfig, build_optimizer, build_scheduler, evaluation_weights
+from tuner.spec import JobSpec, resolve_precision
 from tuner.workloads.base import Workload
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ TrialState = Literal["complete", "pruned", "diverged", "failed"]
 
 STOP_CHECK_EVERY = 5  # steps between two calls of should_stop()
 MAX_DIAGNOSTIC_ELEMENTS = 1_000_000  # larger groups are subsampled (evenly strided) for quantiles
+MAX_SKIPPED_IN_A_ROW = 30  # fp16 steps skipped in a row (scale / 2**30) before a trial diverges
 
 
 class TrialInterrupted(Exception):
@@ -54,8 +55,10 @@ class TrainSettings:
     grad_clip: float | None = None
     lr_floor: float = 0.0  # decay floor, a fraction of the peak lr
     collect_diagnostics: bool = True
+    precision: str = "auto"  # resolved for the device at construction: fp32, bf16 or fp16
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", resolve_precision(self.precision, self.device))
         if self.total_steps < 1 or self.eval_every < 1:
             raise ValueError(
                 f"total_steps ({self.total_steps}) and eval_every ({self.eval_every}) must be >= 1"
@@ -73,6 +76,7 @@ class TrainSettings:
             device=str(device),
             grad_clip=spec.grad_clip,
             lr_floor=spec.lr_floor,
+            precision=spec.precision,
         )
 
 
@@ -97,15 +101,31 @@ ReportFn = Callable[[int, float], bool]
 StopFn = Callable[[], bool]
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA only: CPU autocast is slower for these small models."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(
+    device: torch.device, precision: str = "auto"
+) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for ``precision`` (``auto``: bf16 on CUDA; fp32 on CPU, where autocast is
+    slower for these small models); fp32 runs without it."""
+    dtype = AUTOCAST_DTYPES.get(resolve_precision(precision, str(device)))
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """A dynamic loss scaler for fp16 (fp16 gradients underflow without one); a disabled,
+    pass-through one for fp32 and bf16 (bf16 has fp32's exponent range)."""
+    enabled = resolve_precision(precision, str(device)) == "fp16"
+    return torch.amp.GradScaler(device.type, enabled=enabled)
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, workload: Workload, device: str | torch.device) -> float:
+def validation_loss(
+    model: nn.Module, workload: Workload, device: str | torch.device, precision: str = "auto"
+) -> float:
     """Mean validation loss over the workload's validation batches, weighted by batch size."""
     dev = torch.device(device)
     was_training = model.training
@@ -114,7 +134,7 @@ def validation_loss(model: nn.Module, workload: Workload, device: str | torch.de
     try:
         for inputs, targets in workload.val_batches():
             inputs, targets = inputs.to(dev), targets.to(dev)
-            with autocast(dev):
+            with autocast(dev, precision):
                 loss = workload.loss(model(inputs), targets)
             n = int(inputs.shape[0])
             total += float(loss.float()) * n
@@ -151,6 +171,15 @@ def _effective_step(
     return (m_hat.abs() / (v_hat.sqrt() + group["eps"])).detach()
 
 
+def module_labels(model: nn.Module) -> dict[str, str]:
+    """A top-level module's name for people: its attribute name, with its type where the
+    name is only a position (``0 (Linear)`` in an ``nn.Sequential``)."""
+    return {
+        name: f"{name} ({type(child).__name__})" if name.isdigit() else name
+        for name, child in model.named_children()
+    }
+
+
 def effective_step_diagnostics(
     model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
@@ -159,7 +188,11 @@ def effective_step_diagnostics(
     A median far below 1 means Adam's first moment has averaged out: that layer has mostly
     stopped moving (converged, or its gradient is noise); near 1 it is still learning.
     """
-    module_of = {id(p): name.split(".", 1)[0] for name, p in model.named_parameters()}
+    labels = module_labels(model)
+    module_of = {
+        id(p): labels.get(name.split(".", 1)[0], name.split(".", 1)[0])
+        for name, p in model.named_parameters()
+    }
     by_group: dict[str, list[torch.Tensor]] = {}
     by_module: dict[str, list[torch.Tensor]] = {}
     for i, group in enumerate(optimizer.param_groups):
@@ -187,19 +220,50 @@ class _Loop:
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     device: torch.device
     grad_clip: float | None
+    precision: str = "fp32"
+    skipped_steps: int = 0  # fp16: steps the loss scaler skipped (non-finite gradients)
+    skipped_in_a_row: int = 0
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scaler = grad_scaler(self.device, self.precision)
 
     def train_step(self) -> float:
         inputs, targets = next(self.batches)
         inputs, targets = inputs.to(self.device), targets.to(self.device)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             loss = self.workload.loss(self.model(inputs), targets)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        # clipping and the optimizer state (read by the diagnostics) see true gradients
+        self.scaler.unscale_(self.optimizer)
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        self._step_scaled()
+        self.scheduler.step()  # the schedule follows iterations, skipped or not (torch's recipe)
         return float(loss.detach().float())
+
+    def _step_scaled(self) -> None:
+        """``optimizer.step()`` through the scaler, which skips it when a gradient is not
+        finite and then halves the scale; a lower scale after ``update()`` means a skip."""
+        if not self.scaler.is_enabled():
+            self.optimizer.step()
+            return
+        before = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        skipped = self.scaler.get_scale() < before
+        self.skipped_steps += skipped
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+
+    def overflow_reason(self, step: int) -> str | None:
+        """Why an fp16 trial counts as diverged: non-finite gradients at every loss scale."""
+        if self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+            return None
+        return (
+            f"fp16: non-finite gradients for {self.skipped_in_a_row} steps in a row at step "
+            f"{step} (loss scale down to {self.scaler.get_scale():.3g})"
+        )
 
 
 def run_trial(
@@ -230,6 +294,7 @@ def run_trial(
             workload.train_batches(settings.seed),
             dev,
             settings.grad_clip,
+            settings.precision,
         )
         return _run(loop, cfg, settings, report, should_stop)
     except TrialInterrupted:
@@ -252,13 +317,14 @@ def _run(
     for step in range(total_steps):
         if should_stop is not None and step % STOP_CHECK_EVERY == 0 and should_stop():
             raise TrialInterrupted(step)
-        reason = monitor.update(step, loop.train_step())
+        reason = monitor.update(step, loop.train_step()) or loop.overflow_reason(step + 1)
         if reason is not None:
             return TrialResult("diverged", None, reason, step + 1, curve, config=cfg)
         done = step + 1
         if done % eval_every != 0 and done != total_steps:
             continue
-        val = validation_loss(loop.model, loop.workload, loop.device)
+        with evaluation_weights(loop.optimizer):  # Schedule-Free: at its averaged weights
+            val = validation_loss(loop.model, loop.workload, loop.device, loop.precision)
         if not math.isfinite(val):
             reason = f"non-finite validation loss at step {done}"
             return TrialResult("diverged", None, reason, done, curve, config=cfg)
@@ -266,9 +332,9 @@ def _run(
         prune = report is not None and done >= cfg.warmup_steps and report(done, val)
         if prune and done < total_steps:  # the last evaluation is reported, never pruned
             return TrialResult("pruned", val, f"pruned at step {done}", done, curve, config=cfg)
-    diagnostics = (
-        effective_step_diagnostics(loop.model, loop.optimizer)
-        if settings.collect_diagnostics
-        else None
-    )
+    diagnostics = None
+    if settings.collect_diagnostics:
+        diagnostics = effective_step_diagnostics(loop.model, loop.optimizer)
+        if loop.scaler.is_enabled():
+            diagnostics["skipped_steps"] = loop.skipped_steps
     return TrialResult("complete", curve[-1][1], None, total_steps, curve, diagnostics, cfg)

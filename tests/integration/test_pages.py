@@ -146,3 +146,26 @@ def test_pages_are_behind_the_api_keys(migrated_url: str) -> None:
             c.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}).status_code
             == 404
         )
+
+
+def test_diagnostics_are_named_and_explained(migrated_url: str, client: TestClient) -> None:
+    from tests.integration.api_helpers import in_store
+    from tuner.db import recommendations
+
+    job_id = queued_job(migrated_url)
+    body = {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "snippet": SNIPPET,
+        "diagnostics": {
+            "groups": {"decay": {"p10": 0.01, "p50": 0.1, "p90": 0.5}},
+            "modules": {"0 (Linear)": {"p10": 0.02, "p50": 0.2, "p90": 0.7}},
+        },
+    }
+    in_store(
+        migrated_url, lambda s: recommendations.upsert_recommendation(s, job_id, body, final=False)
+    )
+    page = client.get(f"/jobs/{job_id}").text
+    assert "<li>module 0 (Linear): p10 0.02, p50 0.2, p90 0.7</li>" in page
+    assert "<li>parameter group decay: p10 0.01, p50 0.1, p90 0.5</li>" in page
+    assert "near 1 the layer is still learning" in page

@@ -65,7 +65,7 @@ def test_complete_trial_records_curve_and_diagnostics() -> None:
     diag = result.diagnostics
     assert diag is not None
     assert set(diag["groups"]) == {"decay", "no_decay"}
-    assert set(diag["modules"]) == {"0", "2", "4"}  # top-level modules of the Sequential
+    assert set(diag["modules"]) == {"0 (Linear)", "2 (Linear)", "4 (Linear)"}  # a Sequential
     for q in [*diag["groups"].values(), *diag["modules"].values()]:
         assert 0 <= q["p10"] <= q["p50"] <= q["p90"]
 

@@ -14,6 +14,7 @@ import torch
 
 from tuner.population.optimizer import VectorisedAdam
 from tuner.population.stacked import StackedModel
+from tuner.train import module_labels
 
 MAX_DIAGNOSTIC_ELEMENTS = 1_000_000  # larger groups are subsampled (evenly strided) for quantiles
 QUANTILES = (0.1, 0.5, 0.9)
@@ -21,9 +22,9 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 def effective_steps(optimizer: VectorisedAdam) -> torch.Tensor | None:
     """``|m_hat| / (sqrt(v_hat) + eps)`` for every member and parameter, ``[K, P]`` float32."""
-    t = optimizer.step_count
-    if t <= 0:
+    if optimizer.step_count <= 0:
         return None
+    t = optimizer.steps.clamp(min=1.0)  # per member: fp16 members may have skipped steps
     h = optimizer.hyper
     second = optimizer.exp_avg_sq
     if optimizer.max_exp_avg_sq is not None:
@@ -48,11 +49,13 @@ def _column_sets(stacked: StackedModel) -> tuple[dict[str, torch.Tensor], dict[s
     """The columns of every parameter group and of every top-level module, in optimizer order."""
     groups: dict[str, list[int]] = {}
     modules: dict[str, list[int]] = {}
+    labels = module_labels(stacked._base)
     for slot in stacked.slots:
         group = "decay" if slot.offset < stacked.n_decay else "no_decay"
         cols = list(range(slot.offset, slot.offset + slot.numel))
         groups.setdefault(group, []).extend(cols)
-        modules.setdefault(slot.name.split(".", 1)[0], []).extend(cols)
+        top = slot.name.split(".", 1)[0]
+        modules.setdefault(labels.get(top, top), []).extend(cols)
     device = stacked.device
 
     def as_index(sets: dict[str, list[int]]) -> dict[str, torch.Tensor]:
