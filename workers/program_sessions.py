@@ -115,6 +115,9 @@ class TrialSession:
         done, value = step + 1, float(val_loss)
         if not math.isfinite(value):
             return self._end("diverged", None, f"non-finite validation loss at step {done}")
+        if self.curve and self.curve[-1][0] == done:  # evaluated again at the same step
+            self.curve[-1] = (done, value)
+            return protocol.reply("continue")
         self.curve.append((done, value))
         prune = (
             self.report_fn is not None
