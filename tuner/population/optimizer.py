@@ -91,7 +91,8 @@ class VectorisedAdam:
 
     ``params`` is the ``[K, P]`` parameter matrix, updated in place; its first ``n_decay``
     columns are weight-decayed (matrices), the rest are not (biases, norm weights).
-    Members step in lockstep, so they share one step count.
+    Every member counts its own steps (``steps``, for bias correction): under fp16 a member
+    whose gradients overflowed skips its step, as ``GradScaler`` makes its own trial do.
     """
 
     def __init__(self, params: torch.Tensor, n_decay: int, hyper: MemberHyperparameters):
@@ -103,7 +104,7 @@ class VectorisedAdam:
         self.params = params
         self.n_decay = n_decay
         self.hyper = hyper
-        self.step_count = 0
+        self.steps = torch.zeros(len(hyper.lr), dtype=torch.float64)  # per member, on the CPU
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
         self.max_exp_avg_sq = torch.zeros_like(params) if bool(hyper.amsgrad.any()) else None
@@ -128,7 +129,12 @@ class VectorisedAdam:
         self._scratch = torch.empty_like(self.params)
         self._denom = torch.empty_like(self.params)
 
-    def _step_coefficients(self, lr: torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
+    @property
+    def step_count(self) -> int:
+        """Steps taken by the member that took the most (all of them, without fp16 skips)."""
+        return int(self.steps.max()) if len(self.steps) else 0
+
+    def _step_coefficients(self, lr: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-member decoupled decay factor, sqrt of bias correction 2 and -step size."""
         h = self.hyper
         decay = torch.where(h.decoupled, 1.0 - lr * h.weight_decay, torch.ones_like(lr))
@@ -139,10 +145,32 @@ class VectorisedAdam:
         return packed[0], packed[1], packed[2]
 
     @torch.no_grad()
-    def step(self, grad: torch.Tensor, lr: torch.Tensor) -> None:
-        """One update: ``grad`` ``[K, P]`` (changed in place), ``lr`` float64 ``[K]`` on CPU."""
-        self.step_count += 1
-        decay, bc2_sqrt, neg_step_size = self._step_coefficients(lr, self.step_count)
+    def step(self, grad: torch.Tensor, lr: torch.Tensor, skip: torch.Tensor | None = None) -> None:
+        """One update: ``grad`` ``[K, P]`` (changed in place), ``lr`` float64 ``[K]`` on CPU;
+        members where the CPU bool ``[K]`` ``skip`` is True keep their state unchanged."""
+        if skip is not None and bool(skip.any()):
+            self._step_skipping(grad, lr, skip)
+            return
+        self.steps += 1
+        self._update(grad, lr, self.steps)
+
+    def _step_skipping(self, grad: torch.Tensor, lr: torch.Tensor, skip: torch.Tensor) -> None:
+        """The rare fp16 overflow step: update every row, then put the skipped rows back."""
+        rows = skip.nonzero().squeeze(1).to(self.params.device)
+        state = [
+            t
+            for t in (self.params, self.exp_avg, self.exp_avg_sq, self.max_exp_avg_sq)
+            if t is not None
+        ]
+        saved = [t.index_select(0, rows) for t in state]
+        grad.index_fill_(0, rows, 0.0)  # the skipped rows' inf/nan must not reach the kernels
+        self.steps += (~skip).to(self.steps.dtype)
+        self._update(grad, lr, self.steps.clamp(min=1.0))
+        for tensor, rows_before in zip(state, saved, strict=True):
+            tensor.index_copy_(0, rows, rows_before)
+
+    def _update(self, grad: torch.Tensor, lr: torch.Tensor, steps: torch.Tensor) -> None:
+        decay, bc2_sqrt, neg_step_size = self._step_coefficients(lr, steps)
         p, d = self.params, self.n_decay
         if self._any_l2:
             grad[:, :d].add_(torch.mul(p[:, :d], self._l2, out=self._scratch[:, :d]))
@@ -174,6 +202,7 @@ class VectorisedAdam:
         self.params = params
         self.exp_avg = self.exp_avg.index_select(0, rows)
         self.exp_avg_sq = self.exp_avg_sq.index_select(0, rows)
+        self.steps = self.steps.index_select(0, rows.cpu())
         self.hyper = self.hyper.select(rows)
         if self.max_exp_avg_sq is not None and bool(self.hyper.amsgrad.any()):
             self.max_exp_avg_sq = self.max_exp_avg_sq.index_select(0, rows)

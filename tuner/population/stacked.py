@@ -98,8 +98,11 @@ class StackedModel:
     ) -> torch.Tensor:
         return self._loss(functional_call(self._base, (params, buffers), (x,)), y)
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training losses ``[K]`` and gradients ``[K, P]`` (laid out as ``flat``) on one batch.
+    def loss_and_grad(
+        self, x: torch.Tensor, y: torch.Tensor, loss_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training losses ``[K]`` and gradients ``[K, P]`` (laid out as ``flat``) on one batch;
+        with ``loss_scale`` ``[K]`` (fp16), each member's gradient is scaled by its factor.
 
         vmap batches the forward only; ordinary autograd runs the backward, through one
         ``split`` of a leaf that shares ``flat``'s storage, so the gradient arrives already
@@ -113,7 +116,8 @@ class StackedModel:
             for s, part in zip(self.slots, parts, strict=True)
         }
         losses = self._loss_fn(params, self.buffers, x, y)
-        losses.sum().backward()  # members are independent: d(sum)/d(member k) = d(loss k)
+        scaled = losses if loss_scale is None else losses * loss_scale
+        scaled.sum().backward()  # members are independent: d(sum)/d(member k) = d(loss k)
         assert leaf.grad is not None
         return losses.detach(), leaf.grad
 

@@ -25,8 +25,10 @@ from tuner.divergence import DIVERGENCE_FACTOR, DivergenceMonitor
 from tuner.optim import OptimConfig
 from tuner.population.diagnostics import effective_step_diagnostics
 from tuner.population.optimizer import MemberHyperparameters, VectorisedAdam
+from tuner.population.scaler import MemberGradScaler
 from tuner.population.stacked import StackedModel
 from tuner.train import (
+    MAX_SKIPPED_IN_A_ROW,
     STOP_CHECK_EVERY,
     StopFn,
     TrainSettings,
@@ -80,6 +82,8 @@ class PopulationRun:
         self.stacked = StackedModel(model, len(configs), workload.loss)
         hyper = MemberHyperparameters.from_configs(configs)
         self.optimizer = VectorisedAdam(self.stacked.flat, self.stacked.n_decay, hyper)
+        self.precision = settings.precision
+        self.scaler = MemberGradScaler(len(configs), self.device, self.precision == "fp16")
         self.val = [self._to_device(b) for b in workload.val_batches()]
         if not self.val:
             raise ValueError(f"workload {workload.name!r} has no validation batches")
@@ -119,18 +123,25 @@ class PopulationRun:
         return [m.result for m in self.members if m.result is not None]
 
     def _train_step(self, step: int, batch: Batch) -> None:
-        with autocast(self.device):
-            losses, grad = self.stacked.loss_and_grad(*batch)
+        with autocast(self.device, self.precision):
+            losses, grad = self.stacked.loss_and_grad(*batch, self.scaler.loss_scale())
+        # clipping and the optimizer state (read by the diagnostics) see true gradients
+        overflowed = self.scaler.unscale_(grad)
         if self.settings.grad_clip is not None:
             clip_grad_norm_rows_(grad, self.settings.grad_clip)
-        self.optimizer.step(grad, self.optimizer.hyper.lr_at(step, self.total_steps))
-        for i, loss in zip(self.alive, losses.float().tolist(), strict=True):
+        lr = self.optimizer.hyper.lr_at(step, self.total_steps)
+        self.optimizer.step(grad, lr, skip=overflowed)
+        self.scaler.update(overflowed)
+        in_a_row = self.scaler.skipped_in_a_row.tolist() if overflowed is not None else None
+        for row, (i, loss) in enumerate(zip(self.alive, losses.float().tolist(), strict=True)):
             reason = self.members[i].monitor.update(step, loss)
+            if reason is None and in_a_row is not None:
+                reason = _overflow(in_a_row[row], step)
             if reason is not None:
                 self._finish(i, "diverged", None, reason, step + 1)
 
     def _evaluate(self, done: int, report: PopulationReportFn | None) -> None:
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             vals = self.stacked.evaluate(self.val).tolist()
         reported: list[float | None] = [None] * len(self.members)
         for i, val in zip(self.alive, vals, strict=True):
@@ -176,6 +187,9 @@ class PopulationRun:
         diagnostics: list[dict[str, Any] | None] = [None] * len(self.alive)
         if self.settings.collect_diagnostics and self.alive:
             diagnostics = list(effective_step_diagnostics(self.stacked, self.optimizer))
+            if self.scaler.enabled:
+                for entry, skipped in zip(diagnostics, self.scaler.skipped.tolist(), strict=True):
+                    entry["skipped_steps"] = skipped  # type: ignore[index]
         for row, i in enumerate(self.alive):
             final = self.members[i].curve[-1][1]
             self._finish(i, "complete", final, None, self.total_steps, diagnostics[row])
@@ -190,6 +204,14 @@ class PopulationRun:
             rows = torch.tensor(keep, dtype=torch.long, device=self.device)
             self.stacked.keep(rows)
             self.optimizer.keep(rows, self.stacked.flat)
+            self.scaler.keep(rows)
+
+
+def _overflow(skipped_in_a_row: int, step: int) -> str | None:
+    """A member's fp16 divergence: non-finite gradients at every loss scale (as a trial's)."""
+    if skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+        return None
+    return f"fp16: non-finite gradients for {skipped_in_a_row} steps in a row at step {step + 1}"
 
 
 def run_population(

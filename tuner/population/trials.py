@@ -62,6 +62,8 @@ def train_population(
     """
     if len(trials) < 2 or not population_support(workload)[0]:
         return train_trials(trials, workload, settings, space, should_stop)
+    if not all(search.vmappable(t, settings) for t in trials):  # references, other seeds
+        return _mixed(trials, workload, settings, space, should_stop)
     roles, configs = zip(*(search.trial_config(t, space, settings) for t in trials), strict=True)
     for trial in trials:
         trial.set_user_attr("population", len(trials))
@@ -80,3 +82,26 @@ def train_population(
         workload, list(configs), settings, report=report, should_stop=should_stop
     )
     return [record_result(t, m) for t, m in zip(trials, members, strict=True)]
+
+
+def _mixed(
+    trials: Sequence[optuna.Trial],
+    workload: Workload,
+    settings: TrainSettings,
+    space: ResolvedSpace,
+    should_stop: StopFn | None,
+) -> list[TrialOutcome]:
+    """The vmappable trials as one population, the others (a reference, a confirmation on a
+    seed of its own) one at a time; outcomes in the trials' order."""
+    together = [t for t in trials if search.vmappable(t, settings)]
+    outcomes = dict(
+        zip(
+            (t.number for t in together),
+            train_population(together, workload, settings, space, should_stop),
+            strict=True,
+        )
+    )
+    for t in trials:
+        if t.number not in outcomes:
+            outcomes[t.number] = train_trials([t], workload, settings, space, should_stop)[0]
+    return [outcomes[t.number] for t in trials]
