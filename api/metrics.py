@@ -141,22 +141,33 @@ class StoreCollector(Collector):
 
 
 DEVICE_GAUGES = (
-    ("memory_total_bytes", "adamtune_worker_device_memory_total_bytes",
-     "Memory of each live worker's device"),
-    ("memory_used_bytes", "adamtune_worker_device_memory_used_bytes",
-     "Memory in use on each live worker's device (CPU: the worker's resident memory)"),
-    ("utilisation_percent", "adamtune_worker_device_utilisation_percent",
-     "Utilisation of each live worker's device at its last heartbeat (GPU busy, or CPU share)"),
+    (
+        "memory_total_bytes",
+        "adamtune_worker_device_memory_total_bytes",
+        "Memory of each live worker's device",
+    ),
+    (
+        "memory_used_bytes",
+        "adamtune_worker_device_memory_used_bytes",
+        "Memory in use on each live worker's device (CPU: the worker's resident memory)",
+    ),
+    (
+        "utilisation_percent",
+        "adamtune_worker_device_utilisation_percent",
+        "Utilisation of each live worker's device at its last heartbeat (GPU busy, or CPU share)",
+    ),
 )
 
 
 def device_gauges(states: Iterable[workers.WorkerState]) -> list[Metric]:
     """Per-worker device gauges, and ``adamtune_worker_device_info`` naming each device."""
     labels = ["worker", "device"]
-    info = GaugeMetricFamily("adamtune_worker_device_info", "Each live worker's device (1)",
-                             labels=[*labels, "name"])
-    gauges = {key: GaugeMetricFamily(name, what, labels=labels)
-              for key, name, what in DEVICE_GAUGES}
+    info = GaugeMetricFamily(
+        "adamtune_worker_device_info", "Each live worker's device (1)", labels=[*labels, "name"]
+    )
+    gauges = {
+        key: GaugeMetricFamily(name, what, labels=labels) for key, name, what in DEVICE_GAUGES
+    }
     for w in states:
         facts = w.device_info or {}
         info.add_metric([w.id, w.device, str(facts.get("name") or "")], 1.0)
