@@ -118,7 +118,7 @@ def _json_safe(value: Any) -> Any:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=30, help="trials of every searching method")
-    p.add_argument("--steps", type=int, default=300, help="training steps of every trial")
+    p.add_argument("--steps", type=int, default=150, help="training steps of every trial")
     p.add_argument("--workloads", nargs="+", choices=names(), help="default: all")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--seed", type=int, default=0, help="the selection seed")
@@ -127,12 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="constant-lr Adam grid 1e-5..1 (0: none)")
     p.add_argument("--multiplier", action="store_true",
                    help="also the compute multiplier of Optuna and random search (costly)")
-    p.add_argument("--quick", action="store_true", help="3 workloads, 10 trials, 150 steps")
+    p.add_argument("--quick", action="store_true", help="3 workloads, 10 trials, 100 steps")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/suite[_quick|_N].json")
     p.add_argument("--plot", type=Path, help="default: docs/img/suite[_quick|_N].png")
     args = p.parse_args(argv)
     if args.quick:
-        args.trials, args.steps = min(args.trials, 10), min(args.steps, 150)
+        args.trials, args.steps = min(args.trials, 10), min(args.steps, 100)
         args.workloads = args.workloads or list(QUICK_WORKLOADS)
         args.grid_points = min(args.grid_points, 6)
     args.workloads = args.workloads or names()

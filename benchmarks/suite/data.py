@@ -44,3 +44,10 @@ def sklearn_set(loader: Callable[..., tuple[np.ndarray, np.ndarray]], n_val: int
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def noisy_labels(y: torch.Tensor, classes: int, fraction: float, seed: int) -> torch.Tensor:
+    """``y`` with a seeded ``fraction`` of its labels redrawn uniformly at random."""
+    gen = generator(seed)
+    redraw = torch.rand(len(y), generator=gen) < fraction
+    return torch.where(redraw, torch.randint(0, classes, (len(y),), generator=gen), y)

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
 
-from .data import Split, generator, sklearn_set, split
+from .data import Split, generator, noisy_labels, sklearn_set, split
 
 
 class _Tabular(ABC):
@@ -42,13 +42,15 @@ class _Tabular(ABC):
 
 class WineLogistic(_Tabular):
     name = "wine_logreg"
-    description = "sklearn wine (178 x 13, 3 classes), multinomial logistic regression"
+    description = ("sklearn wine (178 x 13, 3 classes, 20% of labels redrawn at random: the data "
+                   "are separable otherwise), multinomial logistic regression")
     batch_size = 32
 
     def load(self) -> Split:
         from sklearn.datasets import load_wine
 
-        return sklearn_set(load_wine, 58, classification=True)
+        xt, yt, xv, yv = sklearn_set(load_wine, 58, classification=True)
+        return xt, noisy_labels(yt, 3, 0.2, seed=5), xv, noisy_labels(yv, 3, 0.2, seed=6)
 
     def make_model(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -106,9 +108,7 @@ class NoisyBlobsTanh(_Tabular):
         centres = torch.randn(k, d, generator=gen) * 1.2
         y = torch.randint(0, k, (n,), generator=gen)
         x = centres[y] + torch.randn(n, d, generator=gen)
-        flip = torch.rand(n, generator=gen) < 0.2
-        y = torch.where(flip, torch.randint(0, k, (n,), generator=gen), y)
-        return split(x, y, 500)
+        return split(x, noisy_labels(y, k, 0.2, seed=8), 500)
 
     def make_model(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
