@@ -147,8 +147,12 @@ class ProgramRunner:
         number: int | None = None,
         report: ReportFn | None = None,
         should_stop: StopFn | None = None,
+        log_name: str | None = None,
     ) -> TrialResult:
-        """One trial of ``program`` with ``cfg``: a TrialResult, or TrialInterrupted."""
+        """One trial of ``program`` with ``cfg``: a TrialResult, or TrialInterrupted.
+
+        The log goes to ``log_dir/<program>-<log_name>.log`` (default ``trial-<number>``).
+        """
         session = TrialSession(cfg, settings.total_steps, report)
         env = {
             protocol.PHASE: "trial",
@@ -165,7 +169,7 @@ class ProgramRunner:
                 session.handed_back = True
             return session.handed_back
 
-        name = f"trial-{number}" if number is not None else "trial"
+        name = log_name or (f"trial-{number}" if number is not None else "trial")
         ending = self._run(program, env, session, stopping, name)
         if session.handed_back and session.outcome is None:
             raise TrialInterrupted(session.steps)
