@@ -130,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="3 workloads, 10 trials, 100 steps")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/suite[_quick|_N].json")
     p.add_argument("--plot", type=Path, help="default: docs/img/suite[_quick|_N].png")
+    p.add_argument("--report", type=Path, metavar="JSON",
+                   help="print the tables and draw the plot of a saved run; train nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.trials, args.steps = min(args.trials, 10), min(args.steps, 100)
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("optuna", "tuner"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(1)  # tiny models: threads only contend
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        report(saved["results"], saved["args"], args.plot, args.multiplier)
+        return
     started = time.time()
     results: list[dict[str, Any]] = []
     for name in args.workloads:
@@ -160,17 +166,28 @@ def main(argv: list[str] | None = None) -> None:
                    "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                    "wall_s": time.time() - started, "results": results}
         args.json.write_text(json.dumps(_json_safe(payload), indent=1))
-    print(f"\n{args.trials} trials of {args.steps} steps, selection seed {args.seed}, "
-          f"unseen seeds {args.unseen_seeds}; ratio = unseen-seed mean / best peer's "
+    report(results, vars(args), args.plot, args.multiplier)
+    print(f"JSON: {args.json}\nwall: {time.time() - started:.0f}s")
+
+
+def report(results: list[dict[str, Any]], args: dict[str, Any], plot_path: Path,
+           multiplier: bool) -> None:
+    """The ratio table, adamtune's promise against its re-train, the multiplier, the plot."""
+    for r in results:  # a saved run holds null for inf (diverged)
+        for m in r["methods"].values():
+            m["unseen_mean"] = math.inf if m["unseen_mean"] is None else m["unseen_mean"]
+            m["unseen_losses"] = [math.inf if v is None else v for v in m["unseen_losses"]]
+    print(f"\n{args['trials']} trials of {args['steps']} steps, selection seed {args['seed']}, "
+          f"unseen seeds {args['unseen_seeds']}; ratio = unseen-seed mean / best peer's "
           "(bold: the best peer)\n")
     print(table(results))
     print("\nadamtune's expected_objective against its unseen-seed re-train\n")
     print(promise_table(results))
-    if args.multiplier:
+    if multiplier or any(r.get("multiplier") for r in results):
         print("\nCompute multiplier: steps to match adamtune's unseen-seed loss\n")
         print(multiplier_table(results))
-    plot(results, args.plot, f"suite, {args.trials} trials x {args.steps} steps")
-    print(f"\nJSON: {args.json}\nplot: {args.plot}\nwall: {time.time() - started:.0f}s")
+    plot(results, plot_path, f"suite, {args['trials']} trials x {args['steps']} steps")
+    print(f"\nplot: {plot_path}")
 
 
 if __name__ == "__main__":
