@@ -53,7 +53,6 @@ class TrialSetup:
 def from_recommendation(rec: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A recommendation (``adamtune recommendation --json``) or a config dict as config fields."""
     config = dict(BASELINE)
-    unknown = []
     for key, value in rec.items():
         if key == "betas":
             try:
@@ -63,13 +62,11 @@ def from_recommendation(rec: Mapping[str, Any], source: str) -> dict[str, Any]:
         elif key == "lr_floor":
             config["floor"] = float(value)
         elif key in BASELINE:
-            config[key] = value
-        else:
-            unknown.append(key)
+            config[key] = value  # a recommendation's other keys (objective, snippet) are notes
     if not isinstance(config["lr"], int | float) or config["lr"] <= 0:
         raise ConfigError(f"{source}: 'lr' must be a positive number, got {config['lr']!r}")
-    if config["optimizer"] not in ("adam", "adamw"):
-        raise ConfigError(f"{source}: 'optimizer' must be 'adam' or 'adamw'")
+    if not isinstance(config["optimizer"], str):  # which names exist: tuner.optim decides
+        raise ConfigError(f"{source}: 'optimizer' must be a name such as 'adam' or 'adamw'")
     return config
 
 
