@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from suite import get, names
 from suite.methods import METHODS, generic_search, random_sampler, tpe_sampler
-from suite.report import mean, multiplier_table, plot, promise_table, table
+from suite.report import mean, multiplier_table, plot, promise_table, steps_table, table
 from suite.training import losses_on_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,6 +181,8 @@ def report(results: list[dict[str, Any]], args: dict[str, Any], plot_path: Path,
           f"unseen seeds {args['unseen_seeds']}; ratio = unseen-seed mean / best peer's "
           "(bold: the best peer)\n")
     print(table(results))
+    print("\nTraining steps spent choosing (LR range test included; re-training not counted)\n")
+    print(steps_table(results))
     print("\nadamtune's expected_objective against its unseen-seed re-train\n")
     print(promise_table(results))
     if multiplier or any(r.get("multiplier") for r in results):

@@ -129,3 +129,15 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def steps_table(results: list[dict[str, Any]]) -> str:
+    """Training steps each method spent choosing its pick (the re-training is not counted)."""
+    methods = [m for m in results[0]["methods"] if results[0]["methods"][m]["steps_spent"]]
+    lines = ["| workload | " + " | ".join(LABELS[m] for m in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for result in results:
+        lines.append(f"| {result['workload']} | "
+                     + " | ".join(str(result["methods"][m]["steps_spent"]) for m in methods)
+                     + " |")
+    return "\n".join(lines)
