@@ -173,3 +173,10 @@ def test_torchrun_two_ranks_get_the_same_decision(runner: ProgramRunner) -> None
     assert runner.last_run is not None and _group_gone(runner.last_run.pid)
     log = runner.last_run.log_path.read_text()
     assert log.count("adamtune pruned this trial") == 2, log[-2000:]
+
+
+def test_a_program_that_exits_without_finishing_fails_its_trial(runner: ProgramRunner) -> None:
+    program = _program(sys.executable, "-c", "print('done, or so I think')")
+    result = runner.run_trial(program, OptimConfig(), TrainSettings(10, 5, 0))
+    assert result.state == "failed"
+    assert result.reason == "program 'digits' exited without calling trial.finish()"
