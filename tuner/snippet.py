@@ -47,7 +47,42 @@ def build_optimizer(model: torch.nn.Module):
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     return optimizer, scheduler
+{precision_body}'''
+
+# The precision the recommendation was tuned in; fp32 needs no extra lines.
+_AUTOCAST_STEP = '''
+
+PRECISION = "{precision}"  # tuned with {what}
+
+
+def train_step(model, optimizer, scheduler, loss_fn, inputs, targets, {scaler_arg}max_norm=None):
+    """One training step in the tuned precision.{scaler_doc}"""
+    with torch.autocast(inputs.device.type, dtype=torch.{dtype}):
+        loss = loss_fn(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+{backward}    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+{step}    scheduler.step()
+    return loss.detach()
 '''
+
+_PLAIN_STEP = """\
+    loss.backward()
+"""
+_PLAIN_OPTIMIZER = """\
+    optimizer.step()
+"""
+_SCALED_STEP = """\
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip (and let Adam see) the true gradients
+"""
+_SCALED_OPTIMIZER = """\
+    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then halves
+    scaler.update()
+"""
+_SCALER_DOC = """
+
+    ``scaler = torch.amp.GradScaler(inputs.device.type)``, made once before training."""
 
 _PROGRESS = """\
     span = max(1, TOTAL_STEPS - WARMUP_STEPS - 1)
@@ -64,8 +99,27 @@ _DECAY = {
 _CLASSES = {"adam": "Adam", "adamw": "AdamW"}
 
 
+def _precision_body(precision: str) -> str:
+    """``train_step`` with autocast (and a GradScaler for fp16); nothing for fp32."""
+    if precision == "fp32":
+        return ""
+    if precision not in ("bf16", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    fp16 = precision == "fp16"
+    return _AUTOCAST_STEP.format(
+        precision=precision,
+        what="fp16 autocast and a GradScaler" if fp16 else "bf16 autocast",
+        dtype="float16" if fp16 else "bfloat16",
+        scaler_arg="scaler, " if fp16 else "",
+        scaler_doc=_SCALER_DOC if fp16 else "",
+        backward=_SCALED_STEP if fp16 else _PLAIN_STEP,
+        step=_SCALED_OPTIMIZER if fp16 else _PLAIN_OPTIMIZER,
+    )
+
+
 def render_snippet(rec: dict[str, Any]) -> str:
-    """Python source defining ``lr_lambda(step)`` and ``build_optimizer(model)``."""
+    """Python source defining ``lr_lambda(step)`` and ``build_optimizer(model)``, and
+    ``train_step(...)`` with the autocast (and GradScaler) lines where the precision is not fp32."""
     schedule = str(rec["schedule"])
     if schedule not in _DECAY:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(_DECAY)}")
@@ -91,4 +145,5 @@ def render_snippet(rec: dict[str, Any]) -> str:
         beta2=beta2,
         eps=float(rec["eps"]),
         amsgrad=bool(rec.get("amsgrad", False)),
+        precision_body=_precision_body(str(rec.get("precision") or "fp32")),
     )
