@@ -180,3 +180,30 @@ def test_a_program_that_exits_without_finishing_fails_its_trial(runner: ProgramR
     result = runner.run_trial(program, OptimConfig(), TrainSettings(10, 5, 0))
     assert result.state == "failed"
     assert result.reason == "program 'digits' exited without calling trial.finish()"
+
+
+def test_an_asked_trial_is_trained_by_the_program_and_recorded(runner: ProgramRunner) -> None:
+    """The search's vocabulary end to end: ask the baseline, run it as a program, tell."""
+    from optuna.trial import TrialState
+
+    from tuner.search import open_study
+    from tuner.space import resolve_space
+    from tuner.spec import JobSpec
+    from workers.program_trials import train_program_trials
+
+    spec = JobSpec.model_validate(
+        {"workload": "digits_mlp", "budget": {"trials": 2, "steps_per_trial": 20, "eval_every": 10}}
+    )
+    study = open_study(None, "program-test", spec, None, create=True)
+    trial = study.ask()
+    settings = TrainSettings.from_spec(spec)
+    [outcome] = train_program_trials(
+        [trial], runner, _program(sys.executable, TRAIN), settings, resolve_space(spec, None)
+    )
+    study.tell(trial, outcome.value, state=outcome.state)
+    done = study.trials[0]
+    assert done.state == TrialState.COMPLETE and done.value is not None
+    assert done.user_attrs["role"] == "baseline"
+    assert done.user_attrs["config"]["lr"] == 1e-3
+    assert [s for s, _ in done.user_attrs["curve"]] == [10, 20]
+    assert Path(done.user_attrs["log"]).name == "digits-trial-0.log"
