@@ -71,6 +71,7 @@ def train_trial(
     Raises :class:`tuner.train.TrialInterrupted` when ``should_stop()`` turns True.
     """
     role, cfg = search.trial_config(trial, space, settings)
+    settings = search.trial_settings(trial, settings)  # a confirmation's seed, a reference's
 
     def report(step: int, value: float) -> bool:
         trial.report(value, step)

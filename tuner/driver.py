@@ -9,7 +9,9 @@ best trial with :func:`best_trial`. Every study minimises. Imports no torch: a b
 Budget: a job's budget counts the trials that *finished*: COMPLETE and PRUNED (diverged trials
 are pruned). FAILED trials do not count (a worker that died mid-trial must not eat the budget),
 but a search gives up once as many trials have failed on their own as the budget allows, so a
-broken workload cannot loop forever.
+broken workload cannot loop forever. With a :class:`tuner.confirm.ConfirmPlan`, the budget's
+last ``plan.trials`` are confirmations: :meth:`SearchDriver.owed` hands out search trials up
+to the search part, waits for them, then enqueues the confirmations, once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from tuner import confirm
 
 if TYPE_CHECKING:
     from tuner.space import ResolvedSpace
@@ -168,10 +172,27 @@ class SearchDriver:
         on_ask: Callable[[optuna.Trial], None] | None = None,
         label: str = "",
         log_level: int = logging.INFO,
+        plan: confirm.ConfirmPlan | None = None,
     ):
         self.study, self.total, self.label, self.log_level = study, total, label, log_level
         self.tags = dict(tags or {})
         self.on_ask = on_ask
+        self.plan = plan
+
+    def owed(self, trials: Sequence[FrozenTrial], count: BudgetCount) -> int:
+        """How many trials may be asked now. With a confirmation plan: search trials up to
+        the search part; once those have all finished, the confirmations are enqueued (once:
+        the caller holds the job's search lock) and owed; 0 while search trials still run."""
+        if self.plan is None or not self.plan.trials or confirm.enqueued(self.study):
+            return count.owed
+        search_total = self.total - self.plan.trials
+        owed = 0 if count.done or count.exhausted else count.waiting + max(
+            0, search_total - count.claimed
+        )
+        if owed or count.running or count.finished < search_total:
+            return owed
+        confirm.enqueue_confirmations(self.study, trials, self.plan)
+        return self.count()[1].owed
 
     def count(self) -> tuple[list[FrozenTrial], BudgetCount]:
         """The study's trials and its budget count, from one read."""
@@ -212,12 +233,12 @@ class SearchDriver:
         """Ask up to ``batch`` owed trials, train them, tell them, until the budget is spent
         (or exhausted by failures); reports every told trial to ``progress``."""
         while True:
-            _, count = self.count()
+            told, count = self.count()
             if count.done or count.exhausted:
                 if count.exhausted:
                     log.error("%sstopping: %d trials failed", self.label, count.failed)
                 return count
-            trials = self.ask(min(max(1, batch), count.owed))
+            trials = self.ask(min(max(1, batch), self.owed(told, count)))
             outcomes = train(trials, workload, settings, space)
             for trial, outcome in zip(trials, outcomes, strict=True):
                 detail = self.tell(trial, outcome)

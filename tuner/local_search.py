@@ -13,10 +13,12 @@ from typing import Any
 import optuna
 import torch
 
+from tuner import confirm
 from tuner.batch import train_trials
 from tuner.driver import BatchTrainer, ProgressCallback, SearchDriver
 from tuner.lr_range import SweepResult, run_lr_range_test
 from tuner.population import train_population
+from tuner.population.sizing import population_for
 from tuner.recommend import build_recommendation
 from tuner.search import StudyConflictError, default_study_name, open_study
 from tuner.space import ResolvedSpace, resolve_space
@@ -34,9 +36,9 @@ class LocalSearchResult:
     recommendation: dict[str, Any]
 
 
-def default_trainer(spec: JobSpec) -> BatchTrainer:
-    """The population trainer for ``spec.population`` > 1, else one trial at a time."""
-    return train_population if spec.population > 1 else train_trials
+def default_trainer(population: int) -> BatchTrainer:
+    """The population trainer for a population > 1, else one trial at a time."""
+    return train_population if population > 1 else train_trials
 
 
 def _stored_sweep(study: optuna.Study, spec: JobSpec) -> SweepResult | None:
@@ -87,20 +89,26 @@ def run_local_search(
     """Sweep, then search until the budget is spent, in this process; resumes a stored study.
 
     ``workload`` defaults to the registry's ``spec.workload``, ``train`` to
-    :func:`default_trainer` (batches of ``spec.population`` trials either way).
+    :func:`default_trainer` (batches of ``spec.population`` trials either way, measured on
+    ``device`` for ``population: auto``).
     Raises :class:`tuner.recommend.NoCompletedTrialsError` when no trial completed.
     """
     workload = workload if workload is not None else get_workload(spec.workload)
     name = study_name or default_study_name(spec)
     study, sweep, lr_range = _open(spec, workload, storage, name, device, progress)
     space = resolve_space(spec, lr_range)
-    driver = SearchDriver(study, spec.budget.trials, log_level=logging.DEBUG)
+    settings = TrainSettings.from_spec(spec, device)
+    population = population_for(spec, workload, settings)  # measured here for "auto"
+    driver = SearchDriver(
+        study, spec.budget.trials, log_level=logging.DEBUG, plan=confirm.plan_for(spec),
+        tags=population.trial_attrs(settings),
+    )
     count = driver.run(
-        train or default_trainer(spec),
+        train or default_trainer(population.size),
         workload,
-        TrainSettings.from_spec(spec, device),
+        settings,
         space,
-        batch=spec.population,
+        batch=population.size,
         progress=progress,
     )
     rec = build_recommendation(

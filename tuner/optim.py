@@ -1,8 +1,15 @@
-"""Build Adam/AdamW with ``torch.optim`` (the maths is torch's) and the lr schedule."""
+"""Build Adam/AdamW with ``torch.optim`` (the maths is torch's) and the lr schedule.
+
+Also the two tuning-free references every job runs beside its baseline, at their documented
+defaults: Schedule-Free AdamW (``schedulefree``, constant lr 0.0025) and Prodigy
+(``prodigyopt``, lr 1 with a cosine decay, as its authors advise).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -20,7 +27,7 @@ log = logging.getLogger(__name__)
 class OptimConfig:
     """One trial's optimizer hyperparameters."""
 
-    optimizer: str = "adam"  # "adam" | "adamw"
+    optimizer: str = "adam"  # "adam" | "adamw" (| a reference: "schedulefree", "prodigy")
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
@@ -35,6 +42,15 @@ class OptimConfig:
     def baseline(cls) -> OptimConfig:
         """The untuned default every job measures: Adam, lr 1e-3, torch's defaults."""
         return cls()
+
+    @classmethod
+    def reference(cls, name: str) -> OptimConfig:
+        """A tuning-free reference at its documented defaults (see the module doc)."""
+        if name == "schedulefree":
+            return cls(optimizer="schedulefree", lr=0.0025)
+        if name == "prodigy":
+            return cls(optimizer="prodigy", lr=1.0, schedule="cosine")
+        raise ValueError(f"unknown reference {name!r}; use 'schedulefree' or 'prodigy'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +87,8 @@ def optimizer_from_groups(
 ) -> torch.optim.Optimizer:
     """``cfg``'s optimizer over ``groups``; a group's own settings (weight_decay, ...) win."""
     device = next(p for g in groups for p in g["params"]).device
+    if cfg.optimizer in REFERENCES:
+        return reference_optimizer(groups, cfg)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
     if cls is None:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'adamw'")
@@ -93,3 +111,38 @@ def build_scheduler(
         floor=cfg.floor,
     )
     return LambdaLR(optimizer, fn)
+
+
+REFERENCES = ("schedulefree", "prodigy")
+
+
+def reference_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Schedule-Free AdamW (put in train mode) or Prodigy over ``groups``."""
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "schedulefree":
+        import schedulefree
+
+        optimizer: torch.optim.Optimizer = schedulefree.AdamWScheduleFree(
+            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+        optimizer.train()  # type: ignore[attr-defined]
+        return optimizer
+    from prodigyopt import Prodigy
+
+    return Prodigy(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+@contextlib.contextmanager
+def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Evaluate at the weights an optimizer means to be evaluated at: Schedule-Free's averaged
+    ``x`` (its ``eval()``), not the ``y`` it steps from; a no-op for every other optimizer."""
+    switch = callable(getattr(optimizer, "eval", None)) and callable(
+        getattr(optimizer, "train", None)
+    )
+    if switch:
+        optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if switch:
+            optimizer.train()  # type: ignore[attr-defined]

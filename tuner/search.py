@@ -6,20 +6,35 @@ tune`` drives an in-memory (or ``--storage``) study. Both go through one loop,
 trained by a batch trainer (:func:`tuner.batch.train_trials`, one at a time, or
 :func:`tuner.population.train_population`, K at once).
 
-Every trial of a job uses the job's seed for the model and the data order: trials differ only
-by their hyperparameters (common random numbers), which makes comparisons far less noisy.
+Every search trial of a job uses the job's seed for the model and the data order: trials
+differ only by their hyperparameters (common random numbers), which makes comparisons far less
+noisy. Confirmation trials (:mod:`tuner.confirm`) re-run the best ones on other seeds.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
+from typing import Any
 
 import optuna
 
+from tuner.confirm import (
+    ROLE_BASELINE,
+    ROLE_CONFIRM,
+    ROLE_LADDER,
+    ROLE_REFERENCE,
+    ROLE_SCHEDULE,
+    ROLE_SEARCH,
+    ROLE_SWEEP,
+    references_of,
+    role_of,
+)
 from tuner.optim import OptimConfig
 from tuner.space import (
     ResolvedSpace,
+    ladder_params,
     resolve_space,
     schedule_suggestion_params,
     sweep_suggestion_params,
@@ -27,10 +42,10 @@ from tuner.space import (
 from tuner.spec import JobSpec
 from tuner.train import TrainSettings
 
-ROLE_BASELINE = "baseline"
-ROLE_SWEEP = "sweep_suggestion"
-ROLE_SCHEDULE = "schedule_suggestion"
-ROLE_SEARCH = "search"
+__all__ = [  # the roles, re-exported where the trials are made
+    "ROLE_BASELINE", "ROLE_CONFIRM", "ROLE_LADDER", "ROLE_REFERENCE", "ROLE_SCHEDULE",
+    "ROLE_SEARCH", "ROLE_SWEEP",
+]
 
 
 class StudyConflictError(ValueError):
@@ -106,16 +121,31 @@ def open_study(
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("lr_range", lr_range)
     study.set_user_attr("space", space.to_dict())
-    study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
+    for params, attrs in seeded_trials(spec, space, lr_range):
+        study.enqueue_trial(params, user_attrs=attrs)
+    return study
+
+
+LADDER_FROM_TRIALS = 5  # the lr ladder is seeded from this budget up
+
+
+def seeded_trials(
+    spec: JobSpec, space: ResolvedSpace, lr_range: dict[str, float] | None
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The first trials, as (params, user attrs), in order: the untuned baseline; the sweep's
+    suggestion at constant lr; budget allowing, the same as the mean lr of a decaying schedule
+    and the lr ladder around it; then the tuning-free references."""
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {"role": ROLE_BASELINE})]
     if lr_range is not None:
         suggested = float(lr_range["suggested"])
-        study.enqueue_trial(
-            sweep_suggestion_params(space, suggested), user_attrs={"role": ROLE_SWEEP}
-        )
+        out.append((sweep_suggestion_params(space, suggested), {"role": ROLE_SWEEP}))
         scheduled = schedule_suggestion_params(space, suggested)
         if scheduled is not None and spec.budget.trials >= 3:
-            study.enqueue_trial(scheduled, user_attrs={"role": ROLE_SCHEDULE})
-    return study
+            out.append((scheduled, {"role": ROLE_SCHEDULE}))
+        if spec.budget.trials >= LADDER_FROM_TRIALS:
+            out += [(p, {"role": ROLE_LADDER}) for p in ladder_params(space, suggested)]
+    out += [({}, {"role": ROLE_REFERENCE, "reference": name}) for name in references_of(spec)]
+    return out
 
 
 def default_study_name(spec: JobSpec) -> str:
@@ -155,10 +185,14 @@ def config_from_trial(
 def trial_config(
     trial: optuna.Trial, space: ResolvedSpace, settings: TrainSettings
 ) -> tuple[str, OptimConfig]:
-    """The trial's role and configuration; records both in the trial's user attrs."""
-    role = str(trial.user_attrs.get("role", ROLE_SEARCH))
-    if role == ROLE_BASELINE:
+    """The trial's role and configuration; records both in the trial's user attrs. A
+    confirmation trial repeats its original's configuration (``of_role``)."""
+    role = role_of(trial)
+    kind = str(trial.user_attrs.get("of_role", role)) if role == ROLE_CONFIRM else role
+    if kind == ROLE_BASELINE:
         cfg = OptimConfig.baseline()
+    elif kind == ROLE_REFERENCE:
+        cfg = OptimConfig.reference(str(trial.user_attrs["reference"]))
     else:
         cfg = config_from_trial(trial, space, settings)
     trial.set_user_attr("role", role)
@@ -166,9 +200,27 @@ def trial_config(
     return role, cfg
 
 
+def trial_settings(trial: optuna.Trial, settings: TrainSettings) -> TrainSettings:
+    """The job's settings, with the trial's own seed (a confirmation) and without Adam's
+    effective-step diagnostics for a reference (its optimizer state is not Adam's)."""
+    seed = trial.user_attrs.get("seed")
+    if seed is not None and int(seed) != settings.seed:
+        settings = replace(settings, seed=int(seed))
+    if ROLE_REFERENCE in (role_of(trial), trial.user_attrs.get("of_role")):
+        settings = replace(settings, collect_diagnostics=False)
+    return settings
+
+
+def vmappable(trial: optuna.Trial, settings: TrainSettings) -> bool:
+    """Whether the trial can train in a population on the job's seed: not a reference
+    (Schedule-Free and Prodigy have no vectorised form) nor a trial on a seed of its own."""
+    reference = ROLE_REFERENCE in (role_of(trial), trial.user_attrs.get("of_role"))
+    return not reference and trial_settings(trial, settings).seed == settings.seed
+
+
 def prunable(role: str) -> bool:
-    """Only searched trials are pruned. The seeded ones (the baseline, the sweep's two
-    suggestions) always run to the end: they are the job's reference points, and a
-    population that trains them beside searched trials must not cut them where a job
-    that trains them first, one at a time, would not."""
+    """Only searched trials are pruned. The seeded ones (the baseline, the references, the
+    sweep's suggestions and ladder) and the confirmations always run to the end: they are the
+    job's reference points, and a population that trains them beside searched trials must not
+    cut them where a job that trains them first, one at a time, would not."""
     return role == ROLE_SEARCH

@@ -195,3 +195,19 @@ def schedule_suggestion_params(space: ResolvedSpace, lr: float) -> dict[str, Any
         "warmup_fraction": clamp(SCHEDULE_SUGGESTION_WARMUP, space.warmup_fraction),
         "schedule": decaying[0],
     }
+
+
+# The lr ladder: decaying-schedule trials a decade below and half a decade above the schedule
+# suggestion, so that a sweep 10-40x off in either direction gives TPE the slope at once.
+LADDER_FACTORS = (0.1, 10**0.5)
+
+
+def ladder_params(space: ResolvedSpace, lr: float) -> list[dict[str, Any]]:
+    """The ladder's trials around the sweep's ``lr`` (each moved inside the space); like
+    :func:`schedule_suggestion_params`, empty where no decaying schedule is searched."""
+    out = []
+    for factor in LADDER_FACTORS:
+        params = schedule_suggestion_params(space, lr * factor)
+        if params is not None:
+            out.append(params)
+    return out

@@ -21,14 +21,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner import recommend
+from tuner import confirm, recommend
 from tuner.batch import train_trials
-from tuner.db import claims
+from tuner.db import claims, events
 from tuner.db.claims import LockGrant, LockRefused, Progress
 from tuner.db.engine import transaction
+from tuner.db.status import JobStatus
 from tuner.db.trials import REASON_ATTR
 from tuner.driver import BudgetCount, SearchDriver, TrialOutcome, best_trial, best_value
 from tuner.population import train_population
+from tuner.population.sizing import PopulationChoice, population_for
 from tuner.train import TrainSettings, TrialInterrupted
 from workers.context import ContextCache, JobContext
 from workers.errors import TRANSIENT_ERRORS, describe
@@ -50,6 +52,7 @@ class TrialRunner:
         self.stopping = stopping
         self.heartbeat: HeartbeatThread | None = None
         self.owner = runtime.identity.worker_id
+        self.populations: dict[str, PopulationChoice] = {}  # job id -> this device's choice
 
     # ------------------------------------------------------------------ one step
     def work_on(self, ctx: JobContext) -> str:
@@ -61,8 +64,22 @@ class TrialRunner:
         return RAN
 
     def batch_size(self, ctx: JobContext) -> int:
-        """Trials trained at once: ``--population`` if given, else the job's ``population``."""
-        return max(1, self.runtime.population or ctx.spec.population)
+        """Trials trained at once: ``--population`` if given, else the job's ``population``
+        (for ``auto``: measured on this worker's device once per job, and recorded)."""
+        return max(1, self.population(ctx).size)
+
+    def population(self, ctx: JobContext) -> PopulationChoice:
+        """The job's population on this device; an ``auto`` choice becomes a job event."""
+        if self.runtime.population:
+            return PopulationChoice(self.runtime.population, "set by the worker's --population")
+        choice = self.populations.get(ctx.job_id)
+        if choice is None:
+            settings = TrainSettings.from_spec(ctx.spec, self.runtime.identity.device)
+            choice = self.populations[ctx.job_id] = population_for(ctx.spec, ctx.workload, settings)
+            if choice.timings:
+                with transaction(self.runtime.sessions) as s:
+                    events.add_event(s, ctx.job_id, "population", choice.reason, self.owner)
+        return choice
 
     def hand_out(self, ctx: JobContext, most: int) -> list[optuna.Trial] | str:
         """Under the search lock: reap stale trials, count, ask up to ``most`` owed trials.
@@ -80,7 +97,8 @@ class TrialRunner:
             if count.done or count.exhausted:
                 ctx.progress_pending = False
                 return FINALISED if self.finalise(ctx, trials, count) else NOTHING
-            asked = self.driver(ctx).ask(min(most, count.owed))
+            driver = self.driver(ctx)  # owed() enqueues the confirmations, once, under the lock
+            asked = driver.ask(min(most, driver.owed(trials, count)))
         if ctx.progress_pending:  # the trials this worker told last, recorded outside the lock
             self.record_progress(ctx, trials, count)
         if not asked:
@@ -94,9 +112,13 @@ class TrialRunner:
         """The search loop's ask/tell/count for this job, as this worker: every asked trial
         gets a heartbeat at once and this worker's id and device."""
         identity = self.runtime.identity
+        settings = TrainSettings.from_spec(ctx.spec, identity.device)
+        tags = {"worker_id": identity.worker_id, "device": identity.device,
+                **self.population(ctx).trial_attrs(settings)}  # precision, population_reason
         return SearchDriver(
-            ctx.study, ctx.total, tags={"worker_id": identity.worker_id, "device": identity.device},
+            ctx.study, ctx.total, tags=tags,
             on_ask=self._first_heartbeat, label=f"job {ctx.job_id}: ",
+            plan=confirm.plan_for(ctx.spec),
         )
 
     def _count(self, ctx: JobContext) -> tuple[list[FrozenTrial], BudgetCount]:
@@ -317,8 +339,8 @@ class TrialRunner:
         body = recommendation(ctx, trials, final=True) if count.done else None
         with transaction(self.runtime.sessions) as s:
             if body is None:
-                won = claims.fail_job(s, ctx.job_id, ("searching",), no_result_error(ctx, trials),
-                                      worker_id)
+                error = no_result_error(ctx, trials)
+                won = claims.fail_job(s, ctx.job_id, (JobStatus.SEARCHING,), error, worker_id)
             else:
                 progress = progress_of(ctx, trials, count)
                 won = claims.finalise(s, ctx.job_id, progress, body, worker_id)

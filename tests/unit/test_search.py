@@ -16,6 +16,7 @@ from tuner.local_search import run_local_search
 from tuner.recommend import NoCompletedTrialsError
 from tuner.search import (
     ROLE_BASELINE,
+    ROLE_LADDER,
     ROLE_SCHEDULE,
     ROLE_SWEEP,
     StudyConflictError,
@@ -62,9 +63,9 @@ def finished(study: optuna.Study) -> int:
 # ---------------------------------------------------------------- space
 
 
-def test_defaults_take_the_sweeps_lr_range() -> None:
+def test_defaults_search_two_decades_either_side_of_the_sweeps_suggestion() -> None:
     space = resolve_space(job(), LR_RANGE)
-    assert space.lr == (1e-3, 3e-2) and space.lr_ref == 4e-3
+    assert space.lr == pytest.approx((4e-5, 0.4)) and space.lr_ref == 4e-3
     assert space.optimizers == ("adam", "adamw") and space.schedules == (
         "constant",
         "linear",
@@ -193,7 +194,7 @@ def test_racing_creators_enqueue_the_first_trials_once(db_url: str) -> None:
     assert not errors
     trials = optuna.load_study(study_name="race", storage=db_url).trials
     assert sorted(t.user_attrs["role"] for t in trials) == sorted(
-        [ROLE_BASELINE, ROLE_SWEEP, ROLE_SCHEDULE]
+        [ROLE_BASELINE, ROLE_SWEEP, ROLE_SCHEDULE, ROLE_LADDER, ROLE_LADDER]
     )
 
 
@@ -223,13 +224,15 @@ def test_seeded_trials_run_to_the_end_and_only_searched_trials_are_pruned() -> N
     study.pruner = PruneEverything()
     space = resolve_space(spec, LR_RANGE)
     w = get("regression_mlp")
-    for _ in range(4):
+    for _ in range(6):
         train_and_tell(study, w, spec, space)
     roles = [(t.user_attrs["role"], t.state) for t in study.trials]
     assert roles == [
         (ROLE_BASELINE, TrialState.COMPLETE),
         (ROLE_SWEEP, TrialState.COMPLETE),
         (ROLE_SCHEDULE, TrialState.COMPLETE),
+        (ROLE_LADDER, TrialState.COMPLETE),
+        (ROLE_LADDER, TrialState.COMPLETE),
         ("search", TrialState.PRUNED),
     ]
 

@@ -1,0 +1,80 @@
+"""The sweep as a prior, not a fence: the lr range holds the optimum when the sweep is 40x off."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from tuner.search import ROLE_LADDER, ROLE_SCHEDULE, ROLE_SWEEP, open_study, seeded_trials
+from tuner.space import LR_LIMITS, ladder_params, prior_lr_interval, resolve_space
+from tuner.spec import JobSpec
+
+SPEC = JobSpec.model_validate(
+    {"workload": "regression_mlp", "budget": {"trials": 30, "steps_per_trial": 30,
+                                              "eval_every": 10}}
+)
+
+
+def sweep_around(suggested: float) -> dict[str, float]:
+    """What the range test hands over: 1.5 decades around its suggestion."""
+    return {"low": suggested * 10**-0.75, "suggested": suggested, "high": suggested * 10**0.75}
+
+
+@pytest.mark.parametrize("optimum", [1e-4, 3.2e-4, 3e-3, 3e-2, 1e-1])
+@pytest.mark.parametrize("off", [1 / 40, 40.0])
+def test_a_sweep_40x_off_either_way_leaves_the_optimum_inside(optimum: float, off: float) -> None:
+    space = resolve_space(SPEC, sweep_around(optimum * off))
+    assert space.lr[0] <= optimum <= space.lr[1]
+    # not just barely: at least a quarter decade of room on either side of the optimum
+    assert math.log10(optimum / space.lr[0]) >= 0.25 and math.log10(space.lr[1] / optimum) >= 0.25
+
+
+def test_the_issue_12_tabular_case_is_reachable() -> None:
+    """The sweep suggested 1.3e-2, 41x the grid-best 3.2e-4; the old range stopped at 2.3e-3."""
+    space = resolve_space(SPEC, {"low": 2.3e-3, "suggested": 1.3e-2, "high": 7.4e-2})
+    assert space.lr[0] < 3.2e-4 / 2
+
+
+def test_the_range_is_clipped_to_sane_limits_and_holds_the_sweeps_own_range() -> None:
+    assert prior_lr_interval(sweep_around(1.0)) == (pytest.approx(1e-2), LR_LIMITS[1])
+    assert prior_lr_interval(sweep_around(1e-7))[0] == LR_LIMITS[0]
+    wide = {"low": 1e-6, "suggested": 1e-3, "high": 2.0}
+    assert prior_lr_interval(wide) == (1e-6, 2.0)
+    assert prior_lr_interval({"low": 10.0, "suggested": 50.0, "high": 100.0}) == (0.5, 3.0)
+    assert prior_lr_interval({"low": 5.0, "suggested": 1e3, "high": 1e4}) == LR_LIMITS
+
+
+def test_a_jobs_own_lr_range_still_wins() -> None:
+    spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(
+        update={"lr": {"low": 1e-3, "high": 2e-3}})})
+    spec = JobSpec.model_validate(spec.model_dump())
+    assert resolve_space(spec, sweep_around(1e-2)).lr == (1e-3, 2e-3)
+
+
+def test_the_ladder_brackets_the_suggestion_inside_the_space() -> None:
+    space = resolve_space(SPEC, sweep_around(1e-2))
+    lrs = [p["lr"] for p in ladder_params(space, 1e-2)]
+    assert len(lrs) == 2 and lrs[0] < 1e-2 < lrs[1]
+    assert all(space.lr[0] <= lr <= space.lr[1] for lr in lrs)
+    assert all(p["schedule"] == "cosine" for p in ladder_params(space, 1e-2))
+    constant = resolve_space(
+        JobSpec.model_validate({**SPEC.model_dump(), "search": {"schedules": ["constant"]}}),
+        sweep_around(1e-2),
+    )
+    assert ladder_params(constant, 1e-2) == []
+
+
+def test_the_sweep_seeds_the_first_trials_and_five_trials_are_all_seeded() -> None:
+    five = JobSpec.model_validate({**SPEC.model_dump(), "budget": {
+        "trials": 5, "steps_per_trial": 30, "eval_every": 10}})
+    space = resolve_space(five, sweep_around(1e-2))
+    roles = [a["role"] for _, a in seeded_trials(five, space, sweep_around(1e-2))]
+    assert roles == ["baseline", ROLE_SWEEP, ROLE_SCHEDULE, ROLE_LADDER, ROLE_LADDER]
+    study = open_study(None, "five", five, sweep_around(1e-2), create=True)
+    lrs = sorted(t.system_attrs.get("fixed_params", {}).get("lr", 1e-3)  # enqueued, not run
+                 for t in study.get_trials(deepcopy=False))
+    assert lrs[0] < 1e-2 / 3 and lrs[-1] > 1e-2 * 3  # a decade and more of lr covered
+    assert len({round(math.log10(v), 3) for v in lrs}) == 5
+    assert isinstance(study.sampler, optuna.samplers.TPESampler)
