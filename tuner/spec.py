@@ -27,6 +27,7 @@ from pydantic import (
 OptimizerName = Literal["adam", "adamw"]
 ScheduleName = Literal["constant", "linear", "cosine"]
 PresetName = Literal["default", "vision", "transformer", "finetune", "gan"]
+ReferenceName = Literal["schedulefree", "prodigy"]
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
@@ -160,6 +161,25 @@ class Budget(_Strict):
     trials: int = Field(default=24, ge=2, le=MAX_TRIALS, description="finished trials in all")
     steps_per_trial: int = Field(default=300, ge=10, le=MAX_STEPS_PER_TRIAL)
     eval_every: int = Field(default=50, ge=1, description="validate every this many steps")
+    confirm_seeds: int | None = Field(
+        default=None, ge=0, le=10,
+        description="extra seeds the best configurations are re-run on (part of the budget); "
+        "default: 2 from 15 trials up, else 0",
+    )
+    confirm_top: int = Field(
+        default=2, ge=1, le=10, description="configurations re-run on the confirmation seeds"
+    )
+
+    @model_validator(mode="after")
+    def _confirmation_fits(self) -> Budget:
+        cost = (self.confirm_seeds or 0) * (self.confirm_top + 1)  # + the baseline's re-runs
+        if cost and self.trials - cost < 3:
+            raise ValueError(
+                f"budget.confirm_seeds x (budget.confirm_top + 1) = {cost} confirmation trials "
+                f"leave fewer than 3 of budget.trials ({self.trials}) for the search: raise "
+                "budget.trials, or lower budget.confirm_seeds or budget.confirm_top"
+            )
+        return self
 
 
 class JobSpec(_Strict):
@@ -185,6 +205,11 @@ class JobSpec(_Strict):
     grad_clip: float | None = Field(default=None, gt=0)
     lr_floor: float = Field(
         default=0.0, ge=0, lt=1, description="decay floor, a fraction of peak lr"
+    )
+    references: list[ReferenceName] | None = Field(
+        default=None,
+        description="tuning-free optimizers run beside the baseline; default: both from "
+        "10 trials up, [] to turn them off",
     )
 
     @field_validator("workload", mode="before")
