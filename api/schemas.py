@@ -11,21 +11,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuner.db.models import Job
+from tuner.db.status import JobStatus
 from tuner.db.types import finite_or_none
 from tuner.db.workers import WorkerState
 
 PHASES = {
-    "queued": "waiting for a worker",
-    "sweeping": "LR range test",
-    "completed": "done",
-    "failed": "failed",
-    "cancelled": "cancelled",
+    JobStatus.QUEUED: "waiting for a worker",
+    JobStatus.SWEEPING: "LR range test",
+    JobStatus.COMPLETED: "done",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
 }
 
 
 def phase_of(job: Job) -> str:
     """A human phrase for where the job is, e.g. ``search: 7/24 trials``."""
-    if job.status == "searching":
+    if job.status == JobStatus.SEARCHING:
         return f"search: {job.trials_completed}/{job.trials_total} trials"
     return PHASES.get(job.status, job.status)
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import httpx
 
+from tuner.db.status import ACTIVE_JOB_STATUSES, FINISHED_JOB_STATUSES
 from tuner.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATUSES = frozenset({"queued", "sweeping", "searching"})
-FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+ACTIVE_STATUSES = frozenset(ACTIVE_JOB_STATUSES)
+FINISHED_STATUSES = frozenset(FINISHED_JOB_STATUSES)
 CONNECTION_FAILED = 0  # ApiError.status when no HTTP response came back at all
 
 # Aliases at module level: inside Client, ``list`` names the method, not the builtin.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tuner.db import claims, workers
 from tuner.db.engine import transaction
-from tuner.db.models import ACTIVE_JOB_STATUSES
+from tuner.db.status import ACTIVE_JOB_STATUSES
 from workers.devices import DeviceProbe
 from workers.errors import TRANSIENT_ERRORS, describe
 from workers.runtime import Runtime

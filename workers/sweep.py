@@ -13,6 +13,7 @@ from typing import Any
 from tuner.db import claims, sweeps
 from tuner.db.engine import transaction
 from tuner.db.models import Job
+from tuner.db.status import JobStatus
 from tuner.lr_range import run_lr_range_test
 from workers.context import job_spec, load_workload, open_or_create_study
 from workers.heartbeat import HeartbeatThread
@@ -70,7 +71,7 @@ def _sweep_and_save(
         log.exception("job %s: LR range test failed", job.id)
         error = f"LR range test failed: {type(exc).__name__}: {exc}"
         with transaction(runtime.sessions) as s:
-            claims.fail_job(s, job.id, ("sweeping",), error, worker_id)
+            claims.fail_job(s, job.id, (JobStatus.SWEEPING,), error, worker_id)
         return None
     data = result.to_dict()
     with transaction(runtime.sessions) as s:

@@ -23,6 +23,7 @@ from types import FrameType
 from tuner.db import claims, workers
 from tuner.db.engine import transaction
 from tuner.db.models import Job
+from tuner.db.status import JobStatus
 from workers.context import ContextCache
 from workers.errors import TRANSIENT_ERRORS, Backoff, describe
 from workers.heartbeat import HeartbeatThread
@@ -179,7 +180,8 @@ class Worker:
             log.exception("job %s: cannot load its study", job.id)
             error = f"worker {self.runtime.identity.worker_id} cannot load the job: {exc}"
             with transaction(self.runtime.sessions) as s:
-                claims.fail_job(s, job.id, ("searching",), error, self.runtime.identity.worker_id)
+                worker_id = self.runtime.identity.worker_id
+                claims.fail_job(s, job.id, (JobStatus.SEARCHING,), error, worker_id)
             return NOTHING
         self.heartbeat.watch(job.id)
         return self.trials.work_on(ctx)

@@ -18,6 +18,7 @@ from typing import Any
 
 from adamtune.cli.processes import Children, free_port
 from adamtune.cli.supervisor import StopRequested, prepare_database, start_service, supervised
+from tuner.db.status import JobStatus
 
 EXAMPLE = Path("examples") / "digits.yaml"
 DEMO_DB = Path("adamtune-demo.db")
@@ -94,7 +95,7 @@ def _tune(urls: dict[str, str], body: dict[str, Any]) -> int:
                     last[0] = line
 
             job = client.wait(job["id"], timeout=DEMO_TIMEOUT_S, poll=1.0, on_progress=show)
-            if job["status"] != "completed":
+            if job["status"] != JobStatus.COMPLETED:
                 print(f"error: job {job['id']} ended {job['status']}: {job.get('error')}",
                       file=sys.stderr)
                 return 1

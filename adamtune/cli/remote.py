@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from adamtune.cli.render import fmt, progress_line, render_recommendation
 from tuner.client import CONNECTION_FAILED, ApiError, Client
+from tuner.db.status import JobStatus
 from tuner.spec import JobFileError, load_job_file
 
 
@@ -110,7 +111,7 @@ def _watch(client: Client, job_id: str) -> int:
         )
         return 130
     printer.close()
-    if job["status"] != "completed":
+    if job["status"] != JobStatus.COMPLETED:
         reason = f": {job['error']}" if job.get("error") else ""
         print(f"error: job {job_id} ended {job['status']}{reason}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ from tuner import workloads
 from tuner.db import events, jobs
 from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
+from tuner.db.status import JobStatus
 from tuner.settings import Settings
 from tuner.spec import JobSpec
 
@@ -129,7 +130,7 @@ def cancel_job(job: JobDep, session: SessionDep, tenant: CurrentTenant) -> JobPu
     """Cancel a queued or running job; workers stop its trials at their next check."""
     if job.status in ACTIVE_JOB_STATUSES:
         job = jobs.request_cancel(session, job.id, tenant) or job
-        if job.status == "cancelled":
+        if job.status == JobStatus.CANCELLED:
             return JobPublic.of(job)
     raise HTTPException(
         status_code=409,

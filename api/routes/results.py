@@ -17,6 +17,7 @@ from api.schemas import (
     phase_of,
 )
 from tuner.db import recommendations, sweeps, trials
+from tuner.db.status import ACTIVE_JOB_STATUSES, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["results"])
 
@@ -33,7 +34,7 @@ def get_lr_sweep(job: JobDep, session: SessionDep) -> LRSweepPublic:
     if sweep is None:
         if not job.spec.get("sweep", {}).get("enabled", True):
             reason = "was submitted with sweep.enabled=false, so it has no LR sweep"
-        elif job.status in ("queued", "sweeping"):
+        elif job.status in (JobStatus.QUEUED, JobStatus.SWEEPING):
             reason = f"is {job.status} ({phase_of(job)}): its LR sweep is not done yet; poll again"
         else:
             reason = f"is {job.status} and has no LR sweep"
@@ -77,12 +78,12 @@ def get_recommendation(
     than 5 completed searched trials are withheld (``evidence.importances_hidden``)."""
     rec = recommendations.get_recommendation(session, job.id)
     if rec is None:
-        if job.status in ("queued", "sweeping", "searching"):
+        if job.status in ACTIVE_JOB_STATUSES:
             detail = (
                 f"job {job.id} has no recommendation yet: it is {job.status} ({phase_of(job)}); "
                 "one appears once a trial completes, poll again"
             )
-        elif job.status == "failed":
+        elif job.status == JobStatus.FAILED:
             detail = f"job {job.id} failed before any recommendation: {job.error or 'no reason'}"
         else:
             detail = f"job {job.id} is {job.status} and has no recommendation"

@@ -150,7 +150,8 @@ def test_cancel_then_cancel_again(client: TestClient) -> None:
 
 def test_cancel_completed_job_is_409(client: TestClient, migrated_url: str) -> None:
     job_id = client.post("/v1/jobs", json=job_body()).json()["id"]
-    in_store(migrated_url, lambda s: jobs.transition(s, job_id, "queued", "completed"))
+    steps = (("queued", "sweeping"), ("sweeping", "searching"), ("searching", "completed"))
+    in_store(migrated_url, lambda s: all(jobs.transition(s, job_id, *step) for step in steps))
     r = client.post(f"/v1/jobs/{job_id}/cancel")
     assert r.status_code == 409 and "is already completed" in r.json()["detail"]
 

@@ -103,9 +103,8 @@ def test_transition_to_final_status_stamps_finished_and_lease(
         job = jobs.get_job(s, job_id)
         assert job is not None and job.sweep_lease_expires_at is not None
         assert job.sweep_lease_expires_at > job.created_at
-        assert jobs.transition(
-            s, job_id, ("sweeping", "searching"), "completed", best_objective=0.5
-        )
+        assert jobs.transition(s, job_id, "sweeping", "searching")
+        assert jobs.transition(s, job_id, "searching", "completed", best_objective=0.5)
     with transaction(store) as s:
         job = jobs.get_job(s, job_id)
         assert job is not None

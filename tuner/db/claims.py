@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, and_, column, func, or_, select, table, update
+from sqlalchemy import ForeignKey, String, and_, column, or_, select, table, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tuner.db import events, recommendations, sweeps
+from tuner.db import recommendations, sweeps
+from tuner.db.jobs import transition
 from tuner.db.models import Base, Job
+from tuner.db.status import JobStatus
 from tuner.db.types import db_now
 from tuner.db.upsert import insert_for
 from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS
@@ -75,22 +77,33 @@ def _claimable(workloads: list[str], max_attempts: int) -> Any:
     """Queued jobs, or sweeping jobs whose lease expired with attempts left, of a workload
     this worker can run."""
     lease_expired = and_(
-        Job.status == "sweeping",
+        Job.status == JobStatus.SWEEPING,
         Job.sweep_lease_expires_at < db_now(),
         Job.sweep_attempts < max_attempts,
     )
-    return and_(or_(Job.status == "queued", lease_expired), Job.workload.in_(workloads))
+    return and_(or_(Job.status == JobStatus.QUEUED, lease_expired), Job.workload.in_(workloads))
 
 
-def _sweep_values(worker_id: str, lease_seconds: float) -> dict[str, Any]:
-    return {
-        "status": "sweeping",
-        "sweep_worker_id": worker_id,
-        "sweep_lease_expires_at": db_now(lease_seconds),
-        "sweep_attempts": Job.sweep_attempts + 1,
-        "started_at": func.coalesce(Job.started_at, db_now()),
-        "updated_at": db_now(),
-    }
+def _lease(s: Session, row: Any, worker_id: str, lease_seconds: float, *where: Any) -> bool:
+    """``queued``/``sweeping`` → ``sweeping``, leased to ``worker_id``; records the claim."""
+    if row.status == JobStatus.SWEEPING:
+        previous = row.sweep_worker_id
+        message = f"sweep lease of worker {previous} expired; sweep taken over by {worker_id}"
+        event = ("sweep_takeover", message)
+    else:
+        event = ("claimed", f"LR range test claimed by {worker_id}")
+    return transition(
+        s,
+        row.id,
+        row.status,
+        JobStatus.SWEEPING,
+        where=where,
+        event=event,
+        worker_id=worker_id,
+        sweep_worker_id=worker_id,
+        sweep_lease_expires_at=db_now(lease_seconds),
+        sweep_attempts=Job.sweep_attempts + 1,
+    )
 
 
 def claim_sweep(
@@ -126,15 +139,9 @@ def _claim_sweep_postgres(
         .limit(1)
         .with_for_update(skip_locked=True)
     ).one_or_none()
-    if row is None:
+    if row is None or not _lease(s, row, worker_id, lease_seconds):
         return None
-    s.execute(
-        update(Job)
-        .where(Job.id == row.id)
-        .values(**_sweep_values(worker_id, lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    return _claimed(s, row.id, worker_id, previous=row.sweep_worker_id, status=row.status)
+    return _claimed(s, row.id)
 
 
 def _claim_sweep_cas(
@@ -147,23 +154,12 @@ def _claim_sweep_cas(
         .limit(CLAIM_CANDIDATES)
     ).all()
     for row in rows:
-        won = s.execute(
-            update(Job)
-            .where(Job.id == row.id, _claimable(workloads, max_attempts))
-            .values(**_sweep_values(worker_id, lease_seconds))
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
-        if won == 1:
-            return _claimed(s, row.id, worker_id, previous=row.sweep_worker_id, status=row.status)
+        if _lease(s, row, worker_id, lease_seconds, _claimable(workloads, max_attempts)):
+            return _claimed(s, row.id)
     return None
 
 
-def _claimed(s: Session, job_id: str, worker_id: str, *, previous: str | None, status: str) -> Job:
-    if status == "sweeping":
-        message = f"sweep lease of worker {previous} expired; sweep taken over by {worker_id}"
-        events.add_event(s, job_id, "sweep_takeover", message, worker_id=worker_id)
-    else:
-        events.add_event(s, job_id, "claimed", f"LR range test claimed by {worker_id}", worker_id)
+def _claimed(s: Session, job_id: str) -> Job:
     job = s.get(Job, job_id, populate_existing=True)
     assert job is not None
     return job
@@ -173,7 +169,9 @@ def renew_sweep_lease(s: Session, job_id: str, worker_id: str, lease_seconds: fl
     """Extend the sweep lease; False when the worker no longer holds it (expired, cancelled)."""
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == "sweeping", Job.sweep_worker_id == worker_id)
+        .where(
+            Job.id == job_id, Job.status == JobStatus.SWEEPING, Job.sweep_worker_id == worker_id
+        )
         .values(sweep_lease_expires_at=db_now(lease_seconds))
         .execution_options(synchronize_session=False)
     )
@@ -182,39 +180,35 @@ def renew_sweep_lease(s: Session, job_id: str, worker_id: str, lease_seconds: fl
 
 def finish_sweep(s: Session, job_id: str, worker_id: str) -> bool:
     """Move ``sweeping`` → ``searching`` if ``worker_id`` still holds the lease; opens the lock."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == "sweeping", Job.sweep_worker_id == worker_id)
-        .values(status="searching", sweep_lease_expires_at=None, updated_at=db_now())
-        .execution_options(synchronize_session=False)
+    moved = transition(
+        s,
+        job_id,
+        JobStatus.SWEEPING,
+        JobStatus.SEARCHING,
+        where=(Job.sweep_worker_id == worker_id,),
+        event=("searching", f"LR range test done by {worker_id}"),
+        worker_id=worker_id,
+        sweep_lease_expires_at=None,
     )
-    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    _ensure_lock_row(s, job_id)
-    events.add_event(s, job_id, "searching", f"LR range test done by {worker_id}", worker_id)
-    return True
+    if moved:
+        _ensure_lock_row(s, job_id)
+    return moved
 
 
 def fail_job(
     s: Session, job_id: str, expected: tuple[str, ...], error: str, worker_id: str | None
 ) -> bool:
     """Move a job from one of ``expected`` to ``failed`` with ``error``; False if it had moved."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(expected))
-        .values(
-            status="failed",
-            error=error,
-            sweep_lease_expires_at=None,
-            finished_at=db_now(),
-            updated_at=db_now(),
-        )
-        .execution_options(synchronize_session=False)
+    return transition(
+        s,
+        job_id,
+        expected,
+        JobStatus.FAILED,
+        event=("failed", error),
+        worker_id=worker_id,
+        error=error,
+        sweep_lease_expires_at=None,
     )
-    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    events.add_event(s, job_id, "failed", error, worker_id=worker_id)
-    return True
 
 
 def searching_jobs(s: Session, workloads: list[str], limit: int = 20) -> list[Job]:
@@ -223,7 +217,7 @@ def searching_jobs(s: Session, workloads: list[str], limit: int = 20) -> list[Jo
         return []
     stmt = (
         select(Job)
-        .where(Job.status == "searching", Job.workload.in_(workloads))
+        .where(Job.status == JobStatus.SEARCHING, Job.workload.in_(workloads))
         .order_by(Job.created_at, Job.id)
         .limit(limit)
     )
@@ -251,7 +245,7 @@ def acquire_search_lock(
     """
     if _take_lock(s, job_id, owner, ttl_seconds, SearchLock.owner.is_(None)):
         return LockGrant(job_id=job_id, owner=owner, took_over_from=None)
-    if job_status(s, job_id) != "searching":
+    if job_status(s, job_id) != JobStatus.SEARCHING:
         return LockRefused(job_id, searching=False)
     row = s.execute(select(SearchLock.owner).where(SearchLock.job_id == job_id)).one_or_none()
     if row is None:  # a job that reached searching without its lock row (older data)
@@ -267,7 +261,9 @@ def acquire_search_lock(
 
 def _take_lock(s: Session, job_id: str, owner: str, ttl_seconds: float, condition: Any) -> bool:
     """Compare-and-set the lock, only while the job is searching (a cancel stops new trials)."""
-    searching = select(Job.id).where(Job.id == job_id, Job.status == "searching").exists()
+    searching = (
+        select(Job.id).where(Job.id == job_id, Job.status == JobStatus.SEARCHING).exists()
+    )
     stmt = (
         update(SearchLock)
         .where(SearchLock.job_id == job_id, condition, searching)
@@ -314,7 +310,7 @@ def record_progress(
     """
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == "searching")
+        .where(Job.id == job_id, Job.status == JobStatus.SEARCHING)
         .values(**progress.values(), updated_at=db_now())
         .execution_options(synchronize_session=False)
     )
@@ -333,20 +329,19 @@ def finalise(
     The status change and the recommendation are written in the caller's one transaction:
     the worker that wins the compare-and-set writes both, every other one writes nothing.
     """
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == "searching")
-        .values(
-            **progress.values(), status="completed", finished_at=db_now(), updated_at=db_now()
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    recommendations.upsert_recommendation(s, job_id, final, final=True)
     message = f"completed: {progress.trials_completed} trials, best {progress.best_objective}"
-    events.add_event(s, job_id, "completed", message, worker_id=worker_id)
-    return True
+    moved = transition(
+        s,
+        job_id,
+        JobStatus.SEARCHING,
+        JobStatus.COMPLETED,
+        event=("completed", message),
+        worker_id=worker_id,
+        **progress.values(),
+    )
+    if moved:
+        recommendations.upsert_recommendation(s, job_id, final, final=True)
+    return moved
 
 
 # Optuna's own tables, read (never written) to find trials that a dead worker asked for but

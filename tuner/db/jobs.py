@@ -1,4 +1,5 @@
-"""Queries on jobs. Status changes are compare-and-set, so two workers never both move a job.
+"""Queries on jobs. Status changes go through :func:`transition` (compare-and-set), so two
+workers never both move a job.
 
 Every read takes an optional ``tenant``; the API always passes it, so one tenant never
 sees another's jobs. Functions never commit: the caller owns the transaction.
@@ -16,14 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tuner.db import events
-from tuner.db.models import (
-    ACTIVE_JOB_STATUSES,
-    DEFAULT_TENANT,
-    FINISHED_JOB_STATUSES,
-    JOB_STATUSES,
-    Job,
-    new_job_id,
-)
+from tuner.db.models import DEFAULT_TENANT, Job, new_job_id
+from tuner.db.status import ACTIVE_JOB_STATUSES, FINISHED_JOB_STATUSES, JobStatus, check_edges
 from tuner.db.types import db_now
 from tuner.spec import JobSpec
 
@@ -49,7 +44,7 @@ def create_job(
         name=spec.name,
         workload=spec.workload,
         spec=spec.model_dump(mode="json"),
-        status="queued",
+        status=JobStatus.QUEUED,
         study_name=study_name_for(job_id),
         trials_total=spec.budget.trials,
         trials_completed=0,
@@ -157,31 +152,45 @@ def list_jobs(
 
 
 def transition(
-    s: Session, job_id: str, expected: str | Sequence[str], new: str, **fields: Any
+    s: Session,
+    job_id: str,
+    expected: str | Sequence[str],
+    new: str,
+    *,
+    where: Sequence[Any] = (),
+    event: tuple[str, str] | None = None,
+    worker_id: str | None = None,
+    **fields: Any,
 ) -> bool:
     """Move a job from one of ``expected`` to ``new``; False when it was not in ``expected``.
 
-    One ``UPDATE ... WHERE status IN (...)``: of two callers racing from the same status,
-    exactly one wins. Leaving ``queued`` stamps ``started_at``, reaching a final status
-    stamps ``finished_at`` (unless given in ``fields``). ``fields`` may hold SQL
-    expressions such as ``db_now(+30)``.
+    The only writer of a job's status. Every edge ``expected`` → ``new`` must be in
+    :data:`tuner.db.status.TRANSITIONS` (:class:`IllegalTransition` otherwise). One
+    ``UPDATE ... WHERE status IN (...)`` (and the extra ``where`` conditions): of two callers
+    racing from the same status, exactly one wins, and only the winner records ``event``
+    (kind, message; by default the new status and the edge) in ``job_events``. Leaving
+    ``queued`` stamps ``started_at``, reaching a final status stamps ``finished_at`` (unless
+    given in ``fields``). ``fields`` may hold SQL expressions such as ``db_now(+30)``.
     """
-    if new not in JOB_STATUSES:
-        raise ValueError(f"unknown job status {new!r}; statuses: {', '.join(JOB_STATUSES)}")
-    expected = (expected,) if isinstance(expected, str) else tuple(expected)
-    values: dict[str, Any] = {"status": new, "updated_at": db_now()}
-    if new != "queued":
+    sources = check_edges((expected,) if isinstance(expected, str) else expected, new)
+    target = JobStatus(new)
+    values: dict[str, Any] = {"status": target, "updated_at": db_now()}
+    if target != JobStatus.QUEUED:
         values["started_at"] = func.coalesce(Job.started_at, db_now())
-    if new in FINISHED_JOB_STATUSES:
+    if target in FINISHED_JOB_STATUSES:
         values["finished_at"] = db_now()
     values.update(fields)
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(expected))
+        .where(Job.id == job_id, Job.status.in_(sources), *where)
         .values(**values)
-        .execution_options(synchronize_session="fetch")
+        .execution_options(synchronize_session=False)
     )
-    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    kind, message = event or (str(target), f"{' or '.join(sources)} -> {target}")
+    events.add_event(s, job_id, kind, message, worker_id=worker_id)
+    return True
 
 
 def request_cancel(s: Session, job_id: str, tenant: str | None = None) -> Job | None:
@@ -193,7 +202,13 @@ def request_cancel(s: Session, job_id: str, tenant: str | None = None) -> Job | 
     job = get_job(s, job_id, tenant)
     if job is None:
         return None
-    if transition(s, job_id, ACTIVE_JOB_STATUSES, "cancelled", sweep_lease_expires_at=None):
-        events.add_event(s, job_id, "cancelled", "cancelled on request")
+    transition(
+        s,
+        job_id,
+        ACTIVE_JOB_STATUSES,
+        JobStatus.CANCELLED,
+        event=("cancelled", "cancelled on request"),
+        sweep_lease_expires_at=None,
+    )
     s.refresh(job)
     return job

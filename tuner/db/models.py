@@ -28,18 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tuner.db.status import ACTIVE_JOB_STATUSES as ACTIVE_JOB_STATUSES  # re-exported
+from tuner.db.status import FINISHED_JOB_STATUSES as FINISHED_JOB_STATUSES
+from tuner.db.status import JOB_STATUSES as JOB_STATUSES
+from tuner.db.status import JobStatus as JobStatus
 from tuner.db.types import UTCDateTime, db_now
 
-JOB_STATUSES: tuple[str, ...] = (
-    "queued",
-    "sweeping",
-    "searching",
-    "completed",
-    "failed",
-    "cancelled",
-)
-ACTIVE_JOB_STATUSES: tuple[str, ...] = ("queued", "sweeping", "searching")
-FINISHED_JOB_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled")
 WORKER_STATUSES: tuple[str, ...] = ("running", "stopping", "stopped", "lost")
 DEFAULT_TENANT = "default"
 
@@ -71,7 +65,7 @@ def new_job_id() -> str:
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -98,7 +92,7 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     workload: Mapped[str] = mapped_column(String(100))
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     study_name: Mapped[str] = mapped_column(String(64), unique=True)
     trials_total: Mapped[int] = mapped_column(Integer)
     trials_completed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from tuner.db import events
+from tuner.db.jobs import transition
 from tuner.db.models import Job, JobEvent, LRSweep
+from tuner.db.status import JobStatus
 from tuner.db.types import db_now
 from tuner.db.upsert import insert_for
 
@@ -43,7 +44,7 @@ def get_sweep(s: Session, job_id: str) -> LRSweep | None:
 def abandoned(max_attempts: int) -> Any:
     """Sweeping jobs whose lease expired on their last allowed attempt (database clock)."""
     return and_(
-        Job.status == "sweeping",
+        Job.status == JobStatus.SWEEPING,
         Job.sweep_lease_expires_at < db_now(),
         Job.sweep_attempts >= max_attempts,
     )
@@ -87,14 +88,16 @@ def fail_abandoned_sweeps(s: Session, max_attempts: int, worker_id: str) -> list
     failed = []
     for job_id, attempts in s.execute(stmt).all():
         error = abandoned_error(attempts, max_attempts, sweep_workers(s, job_id))
-        moved = s.execute(
-            update(Job)
-            .where(Job.id == job_id, abandoned(max_attempts))
-            .values(status="failed", error=error, sweep_lease_expires_at=None,
-                    finished_at=db_now(), updated_at=db_now())
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
-        if moved == 1:
-            events.add_event(s, job_id, "failed", error, worker_id=worker_id)
+        if transition(
+            s,
+            job_id,
+            JobStatus.SWEEPING,
+            JobStatus.FAILED,
+            where=(abandoned(max_attempts),),
+            event=("failed", error),
+            worker_id=worker_id,
+            error=error,
+            sweep_lease_expires_at=None,
+        ):
             failed.append(job_id)
     return failed
