@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -240,7 +241,9 @@ class _Loop:
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self._step_scaled()
-        self.scheduler.step()  # the schedule follows iterations, skipped or not (torch's recipe)
+        with warnings.catch_warnings():  # a skipped first step makes torch warn of the order
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()  # the schedule follows iterations, skipped or not (torch's way)
         return float(loss.detach().float())
 
     def _step_scaled(self) -> None:
