@@ -215,3 +215,81 @@ def test_the_gain_over_the_baseline_is_a_fraction_of_its_magnitude() -> None:
     assert gain_over_baseline(-2.0, -1.0) == pytest.approx(1.0)  # a negative loss, lower still
     for objective, baseline in ((0.1, None), (None, 0.2), (0.1, 0.0), (0.1, math.nan)):
         assert gain_over_baseline(objective, baseline) is None
+
+
+# ---------------------------------------------------------------- confirmed, honest numbers
+
+
+def confirmation(value: float | None, of: FrozenTrial, seed: int, **extra: object) -> FrozenTrial:
+    """A re-run of ``of`` on ``seed`` (a diverged one: value None, pruned)."""
+    state = TrialState.COMPLETE if value is not None else TrialState.PRUNED
+    attrs = {**of.user_attrs, "role": "confirm", "seed": seed, "of_trial": of.number,
+             "of_role": of.user_attrs["role"], **extra}
+    return create_trial(state=state, value=value, params=of.params,
+                        distributions=of.distributions, user_attrs=attrs)
+
+
+def reference(value: float, name: str) -> FrozenTrial:
+    cfg = OptimConfig.reference(name).to_dict()
+    return create_trial(state=TrialState.COMPLETE, value=value, params={}, distributions={},
+                        user_attrs={"role": "reference", "reference": name, "config": cfg})
+
+
+def confirmed_study() -> list[FrozenTrial]:
+    """Trial 2 wins on the job's seed but not on others; trial 3 is steadier."""
+    out = trials()  # 0 baseline 0.5, 1 sweep 0.40, 2 search 0.30, 3 search 0.302
+    out += [reference(0.45, "schedulefree"), reference(0.35, "prodigy")]
+    out += [confirmation(0.40, out[2], 11), confirmation(0.38, out[2], 12),
+            confirmation(0.31, out[3], 11), confirmation(0.33, out[3], 12),
+            confirmation(0.60, out[0], 11), confirmation(0.62, out[0], 12)]
+    for i, t in enumerate(out):
+        t.number = i
+    return out
+
+
+def test_the_recommendation_is_the_best_mean_and_its_objective_the_unseen_seeds_mean() -> None:
+    rec = build_recommendation(confirmed_study(), spec=SPEC, sweep=SWEEP, final=True)
+    assert rec["trial_number"] == 3 and rec["lr"] == 2e-2  # not trial 2, the luckiest
+    assert rec["expected_objective"] == pytest.approx(0.32)  # the mean of 0.31 and 0.33
+    assert rec["objective_seeds"] == [11, 12] and not rec["objective_selected_on_seed"]
+    assert rec["objective_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert rec["selection_objective"] == 0.302
+    # the baseline on the same seeds: the gain is a difference of means
+    assert rec["baseline_objective"] == pytest.approx(0.61)
+    assert rec["baseline_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert rec["improvement"] == pytest.approx((0.61 - 0.32) / 0.61)
+    assert rec["lr_band"]["n_trials"] == 2  # single-seed runs only, confirmations left out
+
+
+def test_references_are_compared_on_shared_seeds_and_the_verdict_says_who_won() -> None:
+    rec = build_recommendation(confirmed_study(), spec=SPEC, sweep=SWEEP, final=True)
+    prodigy = rec["references"]["prodigy"]
+    # not confirmed: compared on the job's seed, against the pick's selection-seed loss
+    assert prodigy["objective_seeds"] == [0] and prodigy["objective"] == 0.35
+    assert prodigy["gain"] == pytest.approx((0.35 - 0.302) / 0.35)
+    versus = rec["versus_references"]
+    assert versus["best_reference"] == "prodigy" and versus["tuning_won"]
+    assert versus["verdict"].startswith("tuning beat the best tuning-free optimizer (prodigy)")
+    losing = [t for t in confirmed_study() if t.user_attrs.get("reference") != "prodigy"]
+    losing.append(reference(0.1, "prodigy"))
+    versus = build_recommendation(losing, spec=SPEC, sweep=SWEEP, final=True)["versus_references"]
+    assert not versus["tuning_won"] and versus["verdict"].startswith("tuning did not beat")
+
+
+def test_a_configuration_that_diverges_on_a_new_seed_is_not_recommended() -> None:
+    study = confirmed_study()
+    study[-3] = confirmation(None, study[3], 12)  # trial 3 diverges on seed 12
+    for i, t in enumerate(study):
+        t.number = i
+    rec = build_recommendation(study, spec=SPEC, sweep=SWEEP, final=True)
+    assert rec["trial_number"] == 2 and rec["expected_objective"] == pytest.approx(0.39)
+
+
+def test_before_confirmation_the_numbers_say_they_are_the_selection_seeds() -> None:
+    rec = build_recommendation(trials(), spec=SPEC, sweep=SWEEP, final=False)
+    assert rec["objective_selected_on_seed"] and rec["objective_seeds"] == [SPEC.seed]
+    assert rec["objective_std"] is None and rec["references"] == {}
+    assert rec["versus_references"] is None
+    only_baseline = [trial(0.5, 1e-3, role="baseline"), reference(0.3, "prodigy")]
+    assert build_recommendation(only_baseline, spec=SPEC, sweep=None, final=False)[
+        "trial_role"] == "baseline"  # a reference is never the recommendation
