@@ -280,6 +280,7 @@ def build_recommendation(
         "selection_objective": float(best.value),  # type: ignore[arg-type]
         "baseline_objective": baseline,
         "baseline_std": others["baseline"].std if others["baseline"] is not None else None,
+        "baseline_seeds": others["baseline"].seeds if others["baseline"] is not None else [],
         "improvement": gain_over_baseline(value, baseline),
         "references": others["references"],
         "versus_references": versus_references(others["references"]),

@@ -75,6 +75,7 @@ def recommendation_text(rec: dict[str, Any]) -> str:
         ("schedule", _schedule(rec)),
         ("objective", _objective(rec)),
         ("baseline", _baseline(rec)),
+        ("tuning-free", _references(rec)),
         ("lr range", _lr_range(rec.get("lr_range"))),
         ("robust lr", _lr_band(rec.get("lr_band"))),
         ("importances", _importances(rec)),
@@ -143,6 +144,18 @@ def _baseline(rec: dict[str, Any]) -> str | None:
     if isinstance(gain, int | float):
         text += f"; tuned is {abs(100 * gain):.1f}% {'lower' if gain >= 0 else 'higher'}"
     return text + ")"
+
+
+def _references(rec: dict[str, Any]) -> str | None:
+    """``prodigy 0.31 over 1 seed, schedulefree 0.35 ...  (tuning beat ... by 4.2%)``."""
+    refs = rec.get("references")
+    if not isinstance(refs, dict) or not refs:
+        return None
+    parts = [f"{name} {_spread('objective', 'objective_std', 'objective_seeds', r)}"
+             for name, r in refs.items() if isinstance(r, dict)]
+    versus = rec.get("versus_references")
+    verdict = versus.get("verdict") if isinstance(versus, dict) else None
+    return ", ".join(parts) + (f"  ({verdict})" if verdict else "")
 
 
 def _lr_range(lr_range: Any) -> str | None:
