@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -260,6 +260,10 @@ class RangeTestMonitor:
         )
 
 
+class SweepInterrupted(RuntimeError):
+    """The caller's ``should_stop`` asked the range test to stop (e.g. a lost sweep lease)."""
+
+
 def _sweep(
     workload: Workload,
     model: nn.Module,
@@ -267,11 +271,14 @@ def _sweep(
     seed: int,
     device: torch.device,
     spec: SweepSpec,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[RangeTestMonitor, str]:
     monitor = RangeTestMonitor(spec)
     batches = workload.train_batches(seed)
     model.train()
     for lr in ramp(spec):
+        if should_stop is not None and should_stop():
+            raise SweepInterrupted(f"LR range test stopped by its caller at lr {lr:.3g}")
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = next(batches)
@@ -293,8 +300,11 @@ def run_lr_range_test(
     spec: SweepSpec | None = None,
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SweepResult:
     """Run the LR range test on ``model`` (a fresh one from the workload if None).
+
+    ``should_stop`` is polled before every step; True raises :class:`SweepInterrupted`.
 
     With no ``optimizer`` the test uses Adam with torch's defaults (the baseline's optimizer);
     a caller's optimizer is used as is and its state restored afterwards, like the model's.
@@ -310,7 +320,7 @@ def run_lr_range_test(
     )
     saved_lrs = [g["lr"] for g in opt.param_groups]
     try:
-        monitor, stop = _sweep(workload, model, opt, seed, dev, spec)
+        monitor, stop = _sweep(workload, model, opt, seed, dev, spec, should_stop)
     finally:
         snapshot.restore(model, optimizer)
         for group, lr in zip(opt.param_groups, saved_lrs, strict=True):

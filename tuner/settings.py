@@ -44,7 +44,3 @@ class Settings(BaseSettings):
                 f"ADAMTUNE_HEARTBEAT_INTERVAL ({self.heartbeat_interval})"
             )
         return self
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")

@@ -39,10 +39,6 @@ class JobContext:
     finished_seen: int = 0  # finished trials at this worker's last count
     progress_pending: bool = False  # trials told since this worker last wrote progress
 
-    @property
-    def lr_range(self) -> dict[str, float] | None:
-        return None if self.sweep is None else self.sweep.get("lr_range")
-
 
 def job_spec(job: Job) -> JobSpec:
     """The job's spec as validated when it was submitted."""
@@ -53,29 +49,16 @@ def load_workload(name: str) -> Workload:
     return registry.get(name)
 
 
-def study_exists(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
-    try:
-        storage.get_study_id_from_name(study_name)
-    except KeyError:
-        return False
-    return True
-
-
 def open_or_create_study(
     runtime: Runtime, study_name: str, spec: JobSpec, lr_range: dict[str, float] | None
 ) -> optuna.Study:
     """Create the job's study (enqueuing the baseline and the sweep's suggestion) or load it.
 
     A sweep taken over from a dead worker may find the study already there: it is loaded,
-    never created twice, so the enqueued trials are not duplicated.
+    never created twice (``search.open_study`` loads a study that already exists), so the
+    enqueued trials are not duplicated.
     """
-    storage = runtime.storage
-    if not study_exists(storage, study_name):
-        try:
-            return search.open_study(storage, study_name, spec, lr_range, create=True)
-        except optuna.exceptions.DuplicatedStudyError:
-            log.info("study %s was created by another worker meanwhile; loading it", study_name)
-    return search.open_study(storage, study_name, spec, lr_range, create=False)
+    return search.open_study(runtime.storage, study_name, spec, lr_range, create=True)
 
 
 def load_context(runtime: Runtime, job: Job) -> JobContext:

@@ -14,7 +14,7 @@ from tuner.db import claims, sweeps
 from tuner.db.engine import transaction
 from tuner.db.models import Job
 from tuner.db.status import JobStatus
-from tuner.lr_range import run_lr_range_test
+from tuner.lr_range import SweepInterrupted, run_lr_range_test
 from workers.context import job_spec, load_workload, open_or_create_study
 from workers.heartbeat import HeartbeatThread
 from workers.runtime import Runtime
@@ -28,7 +28,7 @@ def run_sweep(runtime: Runtime, heartbeat: HeartbeatThread, job: Job) -> None:
     try:
         data = stored_sweep(runtime, job.id)
         if data is None:
-            data = _sweep_and_save(runtime, heartbeat, job)
+            data = sweep_and_save(runtime, heartbeat, job)
             if data is None:
                 return
         lr_range = data.get("lr_range") if data else None
@@ -43,13 +43,18 @@ def run_sweep(runtime: Runtime, heartbeat: HeartbeatThread, job: Job) -> None:
         heartbeat.idle()
 
 
+def _lost(heartbeat: HeartbeatThread) -> bool:
+    """The sweep is no longer this worker's: its lease was lost, or the job was stopped."""
+    return heartbeat.lease_lost.is_set() or heartbeat.job_stopped.is_set()
+
+
 def stored_sweep(runtime: Runtime, job_id: str) -> dict[str, Any] | None:
     with transaction(runtime.sessions) as s:
         row = sweeps.get_sweep(s, job_id)
         return None if row is None else dict(row.data)
 
 
-def _sweep_and_save(
+def sweep_and_save(
     runtime: Runtime, heartbeat: HeartbeatThread, job: Job
 ) -> dict[str, Any] | None:
     """Run the LR range test (or skip it when disabled) and store it while the lease holds.
@@ -66,7 +71,11 @@ def _sweep_and_save(
     try:
         workload = load_workload(spec.workload)
         result = run_lr_range_test(workload, seed=spec.seed, device=runtime.identity.device,
-                                   spec=spec.sweep)
+                                   spec=spec.sweep, should_stop=lambda: _lost(heartbeat))
+    except SweepInterrupted:
+        log.warning("job %s: stopped its LR range test: the sweep lease was lost (taken over) "
+                    "or the job left sweeping (cancelled)", job.id)
+        return None
     except Exception as exc:  # the workload's own error: the job cannot be tuned as it is
         log.exception("job %s: LR range test failed", job.id)
         error = f"LR range test failed: {type(exc).__name__}: {exc}"

@@ -28,6 +28,7 @@ from tuner.train import TrainSettings
 from workers.context import load_context, open_or_create_study
 from workers.heartbeat import HeartbeatThread
 from workers.runtime import Identity, Runtime, Timing
+from workers.sweep import sweep_and_save
 from workers.trials import BUSY, FINALISED, NOTHING, TrialRunner
 
 LONG_LEASE = 60.0
@@ -341,3 +342,30 @@ def test_budget_is_exact_with_concurrent_workers_and_a_dead_one(
         kinds = list(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id)))
     assert kinds.count("completed") == 1
     assert job.trials_completed == total
+
+
+def test_a_worker_that_lost_the_sweep_lease_stops_its_range_test(
+    migrated_url: str, sessions: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat notices the takeover; the LR range test stops at its next step and the
+    old holder neither stores a sweep nor fails the job that the new holder now runs."""
+    job_id = _submit(sessions)
+    first = _claim(sessions, "a")
+    assert first is not None
+    _expire_sweep_lease(sessions, job_id)
+    assert _claim(sessions, "b") is not None
+    runtime = _runtime(migrated_url, "a")
+    try:
+        heartbeat = HeartbeatThread(runtime, lambda _job_id: None)
+        heartbeat.watch(job_id, sweeping=True)
+        heartbeat.beat()
+        assert heartbeat.lease_lost.is_set()
+        with caplog.at_level("WARNING", logger="workers.sweep"):
+            assert sweep_and_save(runtime, heartbeat, first) is None
+        assert "stopped its LR range test" in caplog.text  # not run to the end
+    finally:
+        runtime.close()
+    job = _job(sessions, job_id)
+    assert (job.status, job.sweep_worker_id, job.error) == ("sweeping", "b", None)
+    with transaction(sessions) as s:
+        assert sweeps.get_sweep(s, job_id) is None

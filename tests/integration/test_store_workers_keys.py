@@ -78,7 +78,7 @@ def test_heartbeat_sets_current_job_only_when_given(store: sessionmaker[Session]
 def test_stop_and_reregister(store: sessionmaker[Session]) -> None:
     _register(store)
     with transaction(store) as s:
-        assert workers.mark_stopping(s, "w1")
+        assert workers.set_status(s, "w1", "stopping")
         assert workers.mark_stopped(s, "w1")
         with pytest.raises(ValueError, match="unknown worker status 'gone'"):
             workers.set_status(s, "w1", "gone")

@@ -119,10 +119,6 @@ def set_status(s: Session, worker_id: str, status: str) -> bool:
     return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
 
-def mark_stopping(s: Session, worker_id: str) -> bool:
-    return set_status(s, worker_id, "stopping")
-
-
 def mark_stopped(s: Session, worker_id: str) -> bool:
     return set_status(s, worker_id, "stopped")
 
