@@ -8,7 +8,6 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -17,7 +16,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner.db.engine import make_engine, make_session_factory, optuna_storage
-from tuner.db.trials import REASON_ATTR, record_reason_of_finished_trial
+from tuner.db.optuna_store import (
+    REASON_ATTR,
+    create_trial_from,
+    rdb_storage,
+    record_reason_of_finished_trial,
+    trial_id,
+)
 from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS, Settings
 from tuner.workloads import registry
 
@@ -79,7 +84,7 @@ class RetryStaleTrial:
         retry = self.enqueue_retry(study, trial)
         if trial.user_attrs.get(REASON_ATTR) is None:  # hand_back wrote its own reason
             reason = stale_reason(trial, retry)
-            record_reason_of_finished_trial(rdb_storage(study), trial._trial_id, reason)
+            record_reason_of_finished_trial(rdb_storage(study), trial_id(trial), reason)
 
     def enqueue_retry(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
         """The number of the WAITING retry of ``trial``; None once it was re-run max_retry times."""
@@ -93,17 +98,7 @@ class RetryStaleTrial:
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
             user_attrs=user_attrs, system_attrs=system_attrs,
         )
-        storage = study._storage
-        trial_id = storage.create_new_trial(study._study_id, template_trial=template)
-        return storage.get_trial_number_from_id(trial_id)
-
-
-def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage:
-    """The RDB storage under a study (which wraps it in Optuna's in-process trial cache)."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        raise TypeError(f"expected Optuna's RDBStorage, got {type(storage).__name__}")
-    return storage
+        return create_trial_from(study, template)
 
 
 def stale_reason(trial: FrozenTrial, retry: int | None) -> str:
@@ -199,6 +194,3 @@ class Runtime:
         self.engine.dispose()
         self.storage.remove_session()
         self.storage.engine.dispose()
-
-    def describe(self) -> dict[str, Any]:
-        return {"worker_id": self.identity.worker_id, "device": self.identity.device}

@@ -26,6 +26,7 @@ from tuner.batch import train_trials
 from tuner.db import claims, events
 from tuner.db.claims import LockGrant, LockRefused, Progress
 from tuner.db.engine import transaction
+from tuner.db.optuna_store import running_trials_without_heartbeat, trial_id
 from tuner.db.status import JobStatus
 from tuner.db.trials import REASON_ATTR
 from tuner.driver import BudgetCount, SearchDriver, TrialOutcome, best_trial, best_value
@@ -139,7 +140,7 @@ class TrialRunner:
         ctx.reaped_at = time.monotonic()
 
     def _first_heartbeat(self, trial: optuna.Trial) -> None:
-        self.runtime.storage.record_heartbeat(trial._trial_id)
+        self.runtime.storage.record_heartbeat(trial_id(trial))
 
     @contextmanager
     def search_lock(self, job_id: str, owner: str) -> Iterator[LockGrant | LockRefused]:
@@ -173,11 +174,11 @@ class TrialRunner:
         failed and re-enqueued after the grace period like any other trial of a dead worker.
         """
         with transaction(self.runtime.sessions) as s:
-            orphans = claims.running_trials_without_heartbeat(s, ctx.study_name)
-        for trial_id in orphans:
+            orphans = running_trials_without_heartbeat(s, ctx.study_name)
+        for orphan in orphans:
             log.warning("job %s: trial id %d has no heartbeat (its worker died while asking); "
-                        "it will be re-run after the grace period", ctx.job_id, trial_id)
-            self.runtime.storage.record_heartbeat(trial_id)
+                        "it will be re-run after the grace period", ctx.job_id, orphan)
+            self.runtime.storage.record_heartbeat(orphan)
 
     def reap_stale(self, job_id: str) -> None:
         """Fail (and re-enqueue) the stale trials of a job; called by the heartbeat thread."""
@@ -197,7 +198,7 @@ class TrialRunner:
     def run(self, ctx: JobContext, trials: list[optuna.Trial]) -> None:
         """Train the trials, tell their outcomes, record progress (or hand them back)."""
         assert self.heartbeat is not None
-        self.heartbeat.watch(ctx.job_id, trial_ids=tuple(t._trial_id for t in trials))
+        self.heartbeat.watch(ctx.job_id, trial_ids=tuple(trial_id(t) for t in trials))
         try:
             outcomes = self._train(ctx, trials)
         except TrialInterrupted as exc:
@@ -269,11 +270,11 @@ class TrialRunner:
     ) -> None:
         """Under the lock: FAIL each still-running trial, then enqueue its retry."""
         for trial in trials:
-            if self.runtime.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            if self.runtime.storage.get_trial(trial_id(trial)).state != TrialState.RUNNING:
                 continue
             self._fail(ctx, trial, reason)
             if callback is not None:
-                callback(ctx.study, self.runtime.storage.get_trial(trial._trial_id))
+                callback(ctx.study, self.runtime.storage.get_trial(trial_id(trial)))
             log.info("job %s: trial %d %s", ctx.job_id, trial.number, reason)
 
     # ------------------------------------------------------------------ progress

@@ -16,13 +16,8 @@ from optuna.trial import TrialState
 from sqlalchemy import DateTime, column, table, update
 
 from tuner.db import trials as trial_store
-from workers.runtime import (
-    MAX_STALE_RETRIES,
-    Timing,
-    open_optuna_storage,
-    quiet_optuna_warnings,
-    rdb_storage,
-)
+from tuner.db.optuna_store import rdb_storage
+from workers.runtime import MAX_STALE_RETRIES, Timing, open_optuna_storage, quiet_optuna_warnings
 
 _heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
 LONG_AGO = datetime(2000, 1, 1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, and_, column, or_, select, table, update
+from sqlalchemy import ForeignKey, String, and_, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tuner.db import recommendations, sweeps
@@ -342,27 +342,3 @@ def finalise(
     if moved:
         recommendations.upsert_recommendation(s, job_id, final, final=True)
     return moved
-
-
-# Optuna's own tables, read (never written) to find trials that a dead worker asked for but
-# never heartbeated: Optuna's stale-trial check only sees trials that have a heartbeat row.
-_optuna_studies = table("studies", column("study_id"), column("study_name"))
-_optuna_trials = table("trials", column("trial_id"), column("study_id"), column("state"))
-_optuna_heartbeats = table("trial_heartbeats", column("trial_id"))
-
-
-def running_trials_without_heartbeat(s: Session, study_name: str) -> list[int]:
-    """Trial ids of the study's RUNNING trials that have no heartbeat row at all."""
-    has_beat = select(_optuna_heartbeats.c.trial_id).where(
-        _optuna_heartbeats.c.trial_id == _optuna_trials.c.trial_id
-    )
-    stmt = (
-        select(_optuna_trials.c.trial_id)
-        .join(_optuna_studies, _optuna_studies.c.study_id == _optuna_trials.c.study_id)
-        .where(
-            _optuna_studies.c.study_name == study_name,
-            _optuna_trials.c.state == "RUNNING",
-            ~has_beat.exists(),
-        )
-    )
-    return [int(i) for i in s.scalars(stmt)]

@@ -9,24 +9,16 @@ vmapped population (absent when it trained alone).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import column, delete, insert, table
-
+from tuner.db.optuna_store import REASON_ATTR as REASON_ATTR  # re-exported
 from tuner.db.types import finite_or_none
 
 if TYPE_CHECKING:
     import optuna
 
-REASON_ATTR = "reason"
-
-# Optuna's table of trial user attributes; see record_reason_of_finished_trial.
-_trial_user_attributes = table(
-    "trial_user_attributes", column("trial_id"), column("key"), column("value_json")
-)
 
 
 @dataclass(frozen=True)
@@ -77,26 +69,3 @@ def list_trials(storage: optuna.storages.BaseStorage, study_name: str) -> list[T
         return []
     trials = storage.get_all_trials(study_id, deepcopy=False)
     return [_record(t) for t in sorted(trials, key=lambda t: t.number)]
-
-
-def record_reason_of_finished_trial(
-    storage: optuna.storages.RDBStorage, trial_id: int, reason: str
-) -> None:
-    """Set the ``reason`` user attribute of a trial that is already finished.
-
-    Optuna refuses attribute writes to finished trials, but a trial failed by its stale-trial
-    check (its worker died) is finished before anyone can say why; this writes the attribute
-    row itself, as Optuna would (JSON in ``value_json``), in one transaction.
-    """
-    with storage.engine.begin() as conn:
-        attrs = _trial_user_attributes.c
-        conn.execute(
-            delete(_trial_user_attributes).where(
-                attrs.trial_id == trial_id, attrs.key == REASON_ATTR
-            )
-        )
-        conn.execute(
-            insert(_trial_user_attributes).values(
-                trial_id=trial_id, key=REASON_ATTR, value_json=json.dumps(reason)
-            )
-        )
