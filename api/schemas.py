@@ -14,6 +14,7 @@ from tuner.db.models import Job
 from tuner.db.status import JobStatus
 from tuner.db.types import finite_or_none
 from tuner.db.workers import WorkerState
+from tuner.spec import program_of
 
 PHASES = {
     JobStatus.QUEUED: "waiting for a worker",
@@ -49,7 +50,10 @@ class JobLinks(BaseModel):
 class JobPublic(BaseModel):
     id: str
     name: str | None
-    workload: str
+    workload: str | None = Field(description="the workload trained; null for a program job")
+    program: str | None = Field(
+        None, description="the program (a worker's training script) run; null for a workload job"
+    )
     status: str
     phase: str
     progress: Progress
@@ -67,7 +71,8 @@ class JobPublic(BaseModel):
         return cls(
             id=job.id,
             name=job.name,
-            workload=job.workload,
+            workload=None if program_of(job.workload) else job.workload,
+            program=program_of(job.workload),
             status=job.status,
             phase=phase_of(job),
             progress=Progress(
@@ -246,6 +251,13 @@ class DeviceInfoPublic(BaseModel):
     )
 
 
+class ProgramPublic(BaseModel):
+    """A program a worker offers: its name and time limit; never its command."""
+
+    name: str
+    time_limit: float | None = Field(None, description="seconds per run (null: no limit)")
+
+
 class WorkerPublic(BaseModel):
     id: str
     hostname: str
@@ -259,6 +271,9 @@ class WorkerPublic(BaseModel):
     last_heartbeat: datetime
     device_info: DeviceInfoPublic | None = Field(
         None, description="name, memory and utilisation of the device (null: not reported)"
+    )
+    programs: list[ProgramPublic] = Field(
+        default_factory=list, description="the programs it runs (jobs name them in `program`)"
     )
 
     @classmethod

@@ -40,6 +40,17 @@ MAX_TRIALS = 10_000
 MAX_STEPS_PER_TRIAL = 1_000_000
 MAX_POPULATION = 1024
 WORKLOAD_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+PROGRAM_PREFIX = "program:"  # a program job's `workload` column: program:NAME
+
+
+def program_target(name: str) -> str:
+    """The jobs table's ``workload`` value of a job naming program ``name``."""
+    return f"{PROGRAM_PREFIX}{name}"
+
+
+def program_of(target: str) -> str | None:
+    """The program a jobs-table ``workload`` value names, or None for a workload job."""
+    return target.removeprefix(PROGRAM_PREFIX) if target.startswith(PROGRAM_PREFIX) else None
 
 
 class _Strict(BaseModel):
@@ -183,10 +194,23 @@ class Budget(_Strict):
 
 
 class JobSpec(_Strict):
-    """The body of ``POST /v1/jobs`` and the content of a job file."""
+    """The body of ``POST /v1/jobs`` and the content of a job file.
+
+    A job trains exactly one of: ``workload`` (an installed Workload that adamtune's own loop
+    trains) or ``program`` (a user's training script that workers were configured to run,
+    by name only: the command never travels in a job, see docs/programs.md).
+    """
 
     name: str | None = Field(default=None, max_length=200)
-    workload: str = Field(min_length=1, max_length=100, pattern=WORKLOAD_NAME.pattern)
+    workload: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=WORKLOAD_NAME.pattern,
+        description="an installed workload (GET /v1/workloads); give this or program",
+    )
+    program: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=WORKLOAD_NAME.pattern,
+        description="a program (the user's training script) that live workers were configured "
+        "to run (GET /v1/workers); give this or workload",
+    )
     preset: PresetName = "default"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     budget: Budget = Field(default_factory=Budget)
@@ -209,7 +233,7 @@ class JobSpec(_Strict):
     references: list[ReferenceName] | None = Field(
         default=None,
         description="tuning-free optimizers run beside the baseline; default: both from "
-        "10 trials up, [] to turn them off",
+        "15 trials up, [] to turn them off",
     )
 
     @field_validator("workload", mode="before")
@@ -225,6 +249,38 @@ class JobSpec(_Strict):
                 f"workloads: {', '.join(names())}"
             )
         return workload
+
+    @field_validator("program", mode="before")
+    @classmethod
+    def _program_name(cls, program: Any) -> Any:
+        """A program is named, never given as a command: say so before the pattern error."""
+        if isinstance(program, str) and program and not WORKLOAD_NAME.match(program):
+            raise ValueError(
+                f"{program[:100]!r} is not a program name: a job names a program that a worker "
+                "was configured to run (adamtune worker --program NAME=...), never a command; "
+                "names are letters, digits, '_', '.', '-' (GET /v1/workers lists them)"
+            )
+        return program
+
+    @model_validator(mode="after")
+    def _workload_or_program(self) -> JobSpec:
+        if (self.workload is None) == (self.program is None):
+            given = "both" if self.workload is not None else "neither"
+            raise ValueError(
+                f"a job names exactly one of workload (an installed workload, GET "
+                f"/v1/workloads) and program (a worker's training script, GET /v1/workers); "
+                f"got {given}"
+            )
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the job trains, as the jobs table's ``workload`` column holds it: the
+        workload's name, or ``program:NAME`` (no workload name has a colon)."""
+        if self.program is not None:
+            return program_target(self.program)
+        assert self.workload is not None  # _workload_or_program
+        return self.workload
 
     @field_validator("population", mode="wrap")
     @classmethod
@@ -312,7 +368,7 @@ def load_job_file(path: str | Path) -> JobSpec:
     except yaml.YAMLError as exc:
         raise JobFileError(f"{p} is not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise JobFileError(f"{p} must hold a mapping with at least 'workload'")
+        raise JobFileError(f"{p} must hold a mapping with at least 'workload' or 'program'")
     try:
         return parse_job(data)
     except JobFileError as exc:

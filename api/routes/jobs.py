@@ -13,7 +13,7 @@ from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, job_or_404
 from api.errors import UnprocessableJob, field_error
 from api.schemas import JobEventPublic, JobEventsPublic, JobPublic, JobsPublic, error_responses
 from tuner import workloads
-from tuner.db import events, jobs
+from tuner.db import events, jobs, workers
 from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
 from tuner.db.status import JobStatus
@@ -28,13 +28,33 @@ MAX_EVENTS_LISTED = 1000
 StatusFilter = Literal["queued", "sweeping", "searching", "completed", "failed", "cancelled"]
 
 
-def refuse_unservable(spec: JobSpec, settings: Settings) -> None:
-    """422 for a job this server will not run: unknown workload, or budgets over its limits."""
-    errors = []
+def unknown_target(spec: JobSpec, settings: Settings, session: Session) -> dict[str, Any] | None:
+    """The error for a workload not installed, or a program that no live worker offers."""
+    if spec.program is not None:
+        offered = workers.live_programs(session, grace_seconds=settings.grace_period)
+        if spec.program in offered:
+            return None
+        listed = ", ".join(offered) if offered else "none (no live worker has --program)"
+        msg = (
+            f"no live worker offers program {spec.program!r}; programs offered: {listed}. "
+            "Programs are defined on workers (adamtune worker --program NAME='command'), "
+            "never in a job"
+        )
+        return field_error(["body", "program"], msg)
     known = workloads.names()
-    if spec.workload not in known:
-        msg = f"unknown workload {spec.workload!r}; known workloads: {', '.join(known)}"
-        errors.append(field_error(["body", "workload"], msg))
+    if spec.workload in known:
+        return None
+    msg = f"unknown workload {spec.workload!r}; known workloads: {', '.join(known)}"
+    return field_error(["body", "workload"], msg)
+
+
+def refuse_unservable(spec: JobSpec, settings: Settings, session: Session) -> None:
+    """422 for a job this server will not run: unknown workload or program, or budgets over
+    its limits."""
+    errors = []
+    unknown = unknown_target(spec, settings, session)
+    if unknown is not None:
+        errors.append(unknown)
     limits = [
         (["body", "budget", "trials"], spec.budget.trials, settings.max_trials, "MAX_TRIALS"),
         (
@@ -71,7 +91,7 @@ def submit_job(
     """Queue a job (202 with ``Location``). A retry with the same ``Idempotency-Key`` and
     body returns the first job (200, ``Idempotent-Replayed: true``), also when the two race;
     the same key with another body is refused (409). Keys are per tenant."""
-    refuse_unservable(spec, settings)
+    refuse_unservable(spec, settings, session)
     if idempotency_key:
         try:
             job, created = jobs.create_job_once(

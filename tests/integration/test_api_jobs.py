@@ -55,7 +55,8 @@ def test_budget_over_server_limit_says_the_limit(migrated_url: str) -> None:
 @pytest.mark.parametrize(
     ("body", "loc", "fragment"),
     [
-        ({"name": "no workload"}, ["body", "workload"], "field required"),
+        ({"name": "no workload"}, ["body"], "exactly one of workload"),
+        (job_body(program="digits"), ["body"], "got both"),
         (job_body(preset="fast"), ["body", "preset"], "'default', 'vision'"),
         (
             job_body(budget={"trials": 1}),

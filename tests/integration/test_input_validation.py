@@ -154,7 +154,9 @@ BAD_BODIES = [
     ("long name", job_body(name="n" * 201), ["name"], "at most 200 characters"),
     ("unknown field", job_body(learning_rate=0.1), ["learning_rate"], "unknown field; remove it"),
     ("preset", job_body(preset="fast"), ["preset"], "'default', 'vision'"),
-    ("no workload", {"name": "x"}, ["workload"], "field required"),
+    ("no workload", {"name": "x"}, [], "exactly one of workload (an installed workload"),
+    ("command as program", job_body(workload=None, program="python x.py"), ["program"],
+     "never a command"),
 ]
 
 

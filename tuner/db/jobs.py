@@ -42,7 +42,7 @@ def create_job(
         id=job_id,
         tenant=tenant,
         name=spec.name,
-        workload=spec.workload,
+        workload=spec.target,  # the workload's name, or program:NAME
         spec=spec.model_dump(mode="json"),
         status=JobStatus.QUEUED,
         study_name=study_name_for(job_id),
@@ -53,7 +53,7 @@ def create_job(
     )
     s.add(job)
     s.flush()
-    events.add_event(s, job_id, "created", f"queued: {spec.workload}, {spec.budget.trials} trials")
+    events.add_event(s, job_id, "created", f"queued: {spec.target}, {spec.budget.trials} trials")
     return job
 
 

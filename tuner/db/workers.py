@@ -6,7 +6,7 @@ clocks across GPU nodes cannot make a live worker look dead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ class WorkerState:
     last_heartbeat: datetime
     alive: bool
     device_info: dict[str, Any] | None = None
+    programs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def register_worker(
@@ -52,10 +53,13 @@ def register_worker(
     device: str,
     workloads: list[str],
     device_info: dict[str, Any] | None = None,
+    programs: list[dict[str, Any]] | None = None,
 ) -> None:
     """Insert the worker, or revive its row when a worker restarts under the same id.
 
-    ``device_info``: the device's name, memory and utilisation (``workers.devices``)."""
+    ``device_info``: the device's name, memory and utilisation (``workers.devices``);
+    ``programs``: what it advertises of its programs (``Program.describe()``: name and time
+    limit, never the command)."""
     now = db_now()
     values = {
         "hostname": hostname,
@@ -63,6 +67,7 @@ def register_worker(
         "device": device,
         "workloads": list(workloads),
         "device_info": device_info,
+        "programs": list(programs or []),
         "status": "running",
         "current_job_id": None,
         "started_at": now,
@@ -162,7 +167,22 @@ def _state(w: Worker, alive: bool) -> WorkerState:
         last_heartbeat=w.last_heartbeat,
         alive=alive,
         device_info=w.device_info,
+        programs=list(w.programs or []),
     )
+
+
+def live_programs(s: Session, *, grace_seconds: float) -> list[str]:
+    """The program names that live workers offer, sorted (what a program job may name)."""
+    alive = Worker.status.in_(("running", "stopping")) & (
+        Worker.last_heartbeat >= db_now(-grace_seconds)
+    )
+    names = {
+        str(p["name"])
+        for programs in s.scalars(select(Worker.programs).where(alive))
+        for p in programs or []
+        if isinstance(p, dict) and "name" in p
+    }
+    return sorted(names)
 
 
 def get_worker(s: Session, worker_id: str) -> Worker | None:

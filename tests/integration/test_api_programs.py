@@ -1,0 +1,119 @@
+"""Program jobs over REST: a job names a program that live workers offer, never a command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from api.app import create_app
+from tests.integration.api_helpers import in_store, job_body
+from tuner.db import workers
+from tuner.db.models import Job, Worker
+from tuner.db.types import db_now
+from tuner.settings import Settings
+from workers.programs import parse_program_option
+
+SECRET_COMMAND = "python /srv/secret/train.py --token s3cr3t"
+
+
+@pytest.fixture
+def client(migrated_url: str) -> Iterator[TestClient]:
+    settings = Settings(database_url=migrated_url, auth="disabled", grace_period=30)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def register(url: str, worker_id: str, *programs: str) -> None:
+    described = [parse_program_option(p).describe() for p in programs]
+
+    def insert(s: Session) -> None:
+        workers.register_worker(
+            s, worker_id=worker_id, hostname="node", pid=1, device="cpu",
+            workloads=["digits_mlp"], programs=described,
+        )
+
+    in_store(url, insert)
+
+
+def program_job(name: str = "digits") -> dict:
+    body = job_body(program=name)
+    del body["workload"]
+    return body
+
+
+def test_a_program_no_worker_offers_is_422_listing_the_offered_ones(
+    client: TestClient, migrated_url: str
+) -> None:
+    register(migrated_url, "w1", f"digits={SECRET_COMMAND}", "mnist=python mnist.py")
+    r = client.post("/v1/jobs", json=program_job("resnet"))
+    assert r.status_code == 422, r.text
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["body", "program"]
+    assert "no live worker offers program 'resnet'" in err["msg"]
+    assert "programs offered: digits, mnist" in err["msg"]
+    assert "s3cr3t" not in r.text
+
+
+def test_with_no_programs_anywhere_the_422_says_how_to_define_one(client: TestClient) -> None:
+    r = client.post("/v1/jobs", json=program_job())
+    assert r.status_code == 422
+    assert "none (no live worker has --program)" in r.json()["detail"][0]["msg"]
+
+
+def test_a_dead_workers_programs_are_not_offered(client: TestClient, migrated_url: str) -> None:
+    register(migrated_url, "w-dead", "digits=python train.py")
+    in_store(migrated_url, lambda s: s.execute(
+        update(Worker).values(last_heartbeat=db_now(-3600))
+    ))
+    r = client.post("/v1/jobs", json=program_job())
+    assert r.status_code == 422 and "programs offered: none" in r.text
+
+
+def test_a_program_job_is_queued_and_shows_its_program(
+    client: TestClient, migrated_url: str
+) -> None:
+    register(migrated_url, "w1", "digits=python train.py")
+    r = client.post("/v1/jobs", json=program_job())
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["program"] == "digits" and job["workload"] is None
+    stored = in_store(migrated_url, lambda s: s.get(Job, job["id"]).workload)
+    assert stored == "program:digits"  # what claims match against a worker's programs
+    listed = client.get("/v1/jobs").json()["data"]
+    assert [(j["program"], j["workload"]) for j in listed] == [("digits", None)]
+    workload_job = client.post("/v1/jobs", json=job_body()).json()
+    assert workload_job["workload"] == "digits_mlp" and workload_job["program"] is None
+
+
+def test_workers_list_their_programs_never_the_commands(
+    client: TestClient, migrated_url: str
+) -> None:
+    register(migrated_url, "w1", f"digits={SECRET_COMMAND}")
+    r = client.get("/v1/workers")
+    [worker] = r.json()["data"]
+    assert worker["programs"] == [{"name": "digits", "time_limit": None}]
+    assert "secret" not in r.text and "python" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"program": "python train.py --evil", "budget": {"trials": 4}}, "never a command"),
+        ({"program": "digits", "command": SECRET_COMMAND}, "unknown field"),
+        ({"program": "digits", "working_directory": "/"}, "unknown field"),
+        ({"program": "digits", "environment": {"LD_PRELOAD": "x.so"}}, "unknown field"),
+        ({"program": "../../bin/sh"}, "never a command"),
+    ],
+)
+def test_a_request_can_never_carry_a_command(
+    client: TestClient, migrated_url: str, body: dict, fragment: str
+) -> None:
+    register(migrated_url, "w1", "digits=python train.py")
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert fragment in r.text
+    assert in_store(migrated_url, lambda s: s.scalar(select(func.count()).select_from(Job))) == 0
