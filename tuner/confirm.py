@@ -34,7 +34,8 @@ ROLE_SEARCH = "search"
 ROLE_CONFIRM = "confirm"
 TUNED_ROLES = (ROLE_SWEEP, ROLE_SCHEDULE, ROLE_LADDER, ROLE_SEARCH)  # what may be recommended
 
-REFERENCES_FROM_TRIALS = 10  # default references: both from this budget up, none below
+REFERENCES_FROM_TRIALS = 15  # default references: both from this budget up (below, every
+# trial goes to the search)
 CONFIRM_FROM_TRIALS = 15  # default confirmation: DEFAULT_CONFIRM_SEEDS from this budget up
 DEFAULT_CONFIRM_SEEDS = 2
 REFERENCE_CONFIRM_SHARE = 0.1  # references are re-run too when that costs <= 10% of the budget

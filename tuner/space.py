@@ -6,7 +6,8 @@ names: a preset sets common-practice ranges, and whatever the job's ``search`` s
 
 Parameterisation (what Optuna samples, and why):
 - ``lr``: log-uniform, by default ``LR_DECADES`` decades either side of the LR range test's
-  suggestion (clipped to ``LR_LIMITS``, and always holding the sweep's own ``[low, high]``):
+  suggestion (clipped to ``LR_LIMITS``, and always holding ``COMMON_LR`` and the sweep's own
+  ``[low, high]``):
   the sweep is a prior (its suggestion and a ladder around it are the first trials), never a
   fence. A range test is 10-40x off on some workloads; the search must still reach the optimum.
 - ``one_minus_beta2``: log-uniform; beta2 = 1 - value (0.999 and 0.99 are a decade apart).
@@ -31,6 +32,7 @@ Interval = tuple[float, float]
 DEFAULT_LR: Interval = (1e-5, 1e-1)  # used when there is no sweep and the job names no lr range
 LR_DECADES = 2.0  # the lr range spans this many decades below and above the sweep's suggestion
 LR_LIMITS: Interval = (1e-6, 3.0)  # no Adam-family run trains outside these, whatever the sweep
+COMMON_LR: Interval = (1e-4, 1e-1)  # always searched: where Adam's optimum usually is
 
 
 @dataclass(frozen=True)
@@ -124,15 +126,13 @@ def _geomean(interval: Interval) -> float:
 
 
 def prior_lr_interval(lr_range: dict[str, float]) -> Interval:
-    """The lr range searched around a sweep: ``LR_DECADES`` either side of its suggestion and
-    at least the sweep's own ``[low, high]``, clipped to ``LR_LIMITS`` (never empty)."""
+    """The lr range searched around a sweep: ``LR_DECADES`` either side of its suggestion, and
+    at least the sweep's own ``[low, high]`` and ``COMMON_LR`` (a range test can be 1000x off),
+    clipped to ``LR_LIMITS``."""
     suggested = float(lr_range["suggested"])
-    low = min(suggested * 10**-LR_DECADES, float(lr_range["low"]))
-    high = max(suggested * 10**LR_DECADES, float(lr_range["high"]))
-    low, high = max(low, LR_LIMITS[0]), min(high, LR_LIMITS[1])
-    if not low < high:  # a suggestion outside the limits: the limits themselves
-        return LR_LIMITS
-    return (low, high)
+    low = min(suggested * 10**-LR_DECADES, float(lr_range["low"]), COMMON_LR[0])
+    high = max(suggested * 10**LR_DECADES, float(lr_range["high"]), COMMON_LR[1])
+    return (max(low, LR_LIMITS[0]), min(high, LR_LIMITS[1]))
 
 
 def resolve_space(spec: JobSpec, lr_range: dict[str, float] | None) -> ResolvedSpace:

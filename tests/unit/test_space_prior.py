@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from tuner.search import ROLE_LADDER, ROLE_SCHEDULE, ROLE_SWEEP, open_study, seeded_trials
-from tuner.space import LR_LIMITS, ladder_params, prior_lr_interval, resolve_space
+from tuner.space import COMMON_LR, LR_LIMITS, ladder_params, prior_lr_interval, resolve_space
 from tuner.spec import JobSpec
 
 SPEC = JobSpec.model_validate(
@@ -38,12 +38,18 @@ def test_the_issue_12_tabular_case_is_reachable() -> None:
 
 
 def test_the_range_is_clipped_to_sane_limits_and_holds_the_sweeps_own_range() -> None:
-    assert prior_lr_interval(sweep_around(1.0)) == (pytest.approx(1e-2), LR_LIMITS[1])
-    assert prior_lr_interval(sweep_around(1e-7))[0] == LR_LIMITS[0]
+    assert prior_lr_interval(sweep_around(1.0)) == (COMMON_LR[0], LR_LIMITS[1])
+    assert prior_lr_interval(sweep_around(1e-7)) == (LR_LIMITS[0], COMMON_LR[1])
     wide = {"low": 1e-6, "suggested": 1e-3, "high": 2.0}
     assert prior_lr_interval(wide) == (1e-6, 2.0)
-    assert prior_lr_interval({"low": 10.0, "suggested": 50.0, "high": 100.0}) == (0.5, 3.0)
-    assert prior_lr_interval({"low": 5.0, "suggested": 1e3, "high": 1e4}) == LR_LIMITS
+    assert prior_lr_interval({"low": 10.0, "suggested": 50.0, "high": 100.0}) == (
+        COMMON_LR[0], LR_LIMITS[1])
+
+
+def test_a_sweep_1000x_off_still_leaves_the_common_adam_range() -> None:
+    """deep_narrow_gelu's sweep suggested 1e-5; Adam's optimum there is near 1e-2."""
+    space = resolve_space(SPEC, {"low": 1.8e-6, "suggested": 1e-5, "high": 5.7e-5})
+    assert space.lr[0] <= 1e-5 and space.lr[1] >= 1e-2 * 10**0.25
 
 
 def test_a_jobs_own_lr_range_still_wins() -> None:
