@@ -84,7 +84,13 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
                               "unseen_seeds": unseen, "methods": {}}
     for method in args.methods:
         start = time.perf_counter()
-        pick = METHODS[method](workload, args.trials, args.steps, args.seed)
+        try:
+            pick = METHODS[method](workload, args.trials, args.steps, args.seed)
+        except Exception as exc:  # one method's crash is a result, not the end of the suite
+            log.exception("%s %s failed", name, method)
+            result["methods"][method] = {"error": repr(exc), "config": None, "steps_spent": 0,
+                                         "unseen_losses": [], "unseen_mean": math.inf}
+            continue
         losses = losses_on_seeds(workload, pick.config, args.steps, unseen)
         result["methods"][method] = {
             "config": pick.config, "steps_spent": pick.steps_spent,

@@ -32,7 +32,7 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
 def promise(result: dict[str, Any]) -> dict[str, Any] | None:
     """adamtune's expected_objective against its unseen-seed re-train."""
     run = result["methods"].get("adamtune")
-    if run is None or run.get("expected_objective") is None:
+    if run is None or run.get("error") or run.get("expected_objective") is None:
         return None
     expected, actual = run["expected_objective"], run["unseen_mean"]
     losses = run["unseen_losses"]
@@ -59,7 +59,8 @@ def table(results: list[dict[str, Any]]) -> str:
     for result in results:
         r = ratios(result)
         grid = result.get("grid")
-        cells = [f"**{_fmt(r[m])}**" if m == best_peer(result)[0] else _fmt(r[m])
+        cells = ["failed" if result["methods"][m].get("error") else
+                 f"**{_fmt(r[m])}**" if m == best_peer(result)[0] else _fmt(r[m])
                  for m in methods]
         grid_ratio = (_fmt(result["methods"]["adamtune"]["unseen_mean"] / grid["best_mean"])
                       if grid and "adamtune" in result["methods"] else "-")
