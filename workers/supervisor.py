@@ -71,9 +71,14 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel SIGTERM the child when the supervisor dies
-    (Linux; elsewhere None). A ``kill -9`` of the supervisor then leaves no orphan."""
+def preexec_die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when this process dies, however
+    it dies: a ``kill -9`` of the parent then leaves no orphan.
+
+    Linux only (elsewhere None: the parent's own stop is all there is). libc is loaded
+    here, before the fork. The signal fires when the *thread* that started the child
+    exits, so start children from the main thread. ``adamtune up`` uses it too.
+    """
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
@@ -81,7 +86,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
     def preexec() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the supervisor died before prctl took effect
+        if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
     return preexec
@@ -107,7 +112,7 @@ class Supervisor:
         self.poll_interval = poll_interval
         self.managed = [Managed(slot, f"{worker_id_prefix}-{slot.label}") for slot in slots]
         self._cpu_threads = self._threads_per_cpu_worker(slots)
-        self._preexec = _die_with_parent()
+        self._preexec = preexec_die_with_parent()
         self._signals: list[int] = []
         self._forwarded = 0
 

@@ -9,7 +9,6 @@ and workers with the same helpers.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -17,12 +16,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
+
+from workers.supervisor import preexec_die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +49,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def adamtune_command(*args: str) -> list[str]:
     """``adamtune ARGS`` run by this very interpreter (no reliance on PATH)."""
     return [sys.executable, "-m", "adamtune", *args]
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel send the child SIGTERM when this process dies.
-
-    Linux only (elsewhere None: the parent's own stop is all there is). libc is loaded
-    here, before the fork. The signal fires when the *thread* that started the child
-    exits, so start children from the main thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -124,7 +102,7 @@ class Children:
         self.env = {**os.environ, **(env or {})}
         self.log_dir = log_dir
         self.children: list[Child] = []
-        self._preexec = _die_with_parent() if die_with_parent else None
+        self._preexec = preexec_die_with_parent() if die_with_parent else None
 
     def start(
         self, name: str, command: Sequence[str], env: Mapping[str, str] | None = None
