@@ -41,9 +41,10 @@ def sessions(migrated_url: str) -> Iterator[Any]:
     engine.dispose()
 
 
-def _submit(sessions: Any, workload: str = "digits_mlp", trials: int = 4, **extra: Any) -> str:
+def _submit(sessions: Any, workload: str = "digits_mlp", trials: int = 4,
+            budget: dict[str, Any] | None = None, **extra: Any) -> str:
     body = {"workload": workload, "budget": {"trials": trials, "steps_per_trial": 10,
-                                             "eval_every": 10}, **extra}
+                                             "eval_every": 10, **(budget or {})}, **extra}
     with transaction(sessions) as s:
         return jobs.create_job(s, spec=parse_job(body)).id
 
@@ -254,9 +255,9 @@ def _runtime(url: str, name: str) -> Runtime:
     return Runtime.open(settings, Identity(worker_id=name, device="cpu"))
 
 
-def _searching_study(url: str, sessions: Any, trials: int) -> str:
+def _searching_study(url: str, sessions: Any, trials: int, **budget: Any) -> str:
     """A searching job (sweep disabled) whose study exists, as the sweeping worker leaves it."""
-    job_id = _submit(sessions, trials=trials, sweep={"enabled": False})
+    job_id = _submit(sessions, trials=trials, budget=budget, sweep={"enabled": False})
     assert _claim(sessions, "sweeper") is not None
     job = _job(sessions, job_id)
     runtime = _runtime(url, "sweeper")
@@ -369,3 +370,39 @@ def test_a_worker_that_lost_the_sweep_lease_stops_its_range_test(
     assert (job.status, job.sweep_worker_id, job.error) == ("sweeping", "b", None)
     with transaction(sessions) as s:
         assert sweeps.get_sweep(s, job_id) is None
+
+
+def test_confirmations_are_enqueued_once_by_concurrent_workers_and_fill_the_budget(
+    migrated_url: str, sessions: Any
+) -> None:
+    total = 9  # 6 searched (the baseline among them), then 3 confirmations
+    job_id = _searching_study(migrated_url, sessions, trials=total, confirm_seeds=1,
+                              confirm_top=2)
+    outcomes: dict[str, dict[str, Any]] = {f"w{i}": {} for i in range(3)}
+    threads = [
+        threading.Thread(target=_run_worker,
+                         args=(migrated_url, job_id, name, outcomes[name], False))
+        for name in outcomes
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    job = _job(sessions, job_id)
+    assert job.status == "completed", job.error
+    study = optuna.load_study(study_name=job.study_name, storage=migrated_url)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == total == len(trials)
+    confirms = [t for t in trials if t.user_attrs.get("role") == "confirm"]
+    searched = [t for t in trials if t.user_attrs.get("role") != "confirm"]
+    assert len(confirms) == 3 and len(searched) == 6
+    assert max(t.number for t in searched) < min(t.number for t in confirms)
+    (seed,) = study.user_attrs["confirmations"]["seeds"]
+    assert seed != 0 and {t.user_attrs["seed"] for t in confirms} == {seed}
+    of = sorted(t.user_attrs["of_role"] for t in confirms)
+    assert of.count("baseline") == 1 and len(set(t.user_attrs["of_trial"] for t in confirms)) == 3
+    with transaction(sessions) as s:
+        rec = recommendations.get_recommendation(s, job_id)
+    assert rec is not None and rec.final and rec.body["objective_seeds"] == [seed]
+    assert not rec.body["objective_selected_on_seed"] and rec.body["baseline_seeds"] == [seed]
