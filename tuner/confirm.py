@@ -49,7 +49,10 @@ def role_of(trial: FrozenTrial | optuna.Trial) -> str:
 
 def references_of(spec: JobSpec) -> tuple[str, ...]:
     """The tuning-free optimizers this job runs: the job's list, else both from
-    ``REFERENCES_FROM_TRIALS`` trials up."""
+    ``REFERENCES_FROM_TRIALS`` trials up. None for a program job: Schedule-Free needs
+    train/eval switching that a user's own loop does not do (JobSpec refuses a list there)."""
+    if spec.program is not None:
+        return ()
     if spec.references is not None:
         return tuple(dict.fromkeys(spec.references))
     return ("schedulefree", "prodigy") if spec.budget.trials >= REFERENCES_FROM_TRIALS else ()

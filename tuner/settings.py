@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     max_population: int = Field(default=256, ge=1, le=spec.MAX_POPULATION)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # Where a worker writes its programs' logs, one folder per job (default: the system's
+    # temporary folder). GET /v1/jobs/{id}/trials/{n}/log serves them where the API shares it.
+    program_log_dir: str | None = None
+
     dashboard: bool = True
     log_level: str = "INFO"
 

@@ -271,6 +271,11 @@ class JobSpec(_Strict):
                 f"/v1/workloads) and program (a worker's training script, GET /v1/workers); "
                 f"got {given}"
             )
+        if self.program is not None and self.references:
+            raise ValueError(
+                "references are not run for a program job (Schedule-Free needs train/eval "
+                "switching that a user's own loop does not do): remove references"
+            )
         return self
 
     @property

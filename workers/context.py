@@ -14,6 +14,9 @@ from tuner.db.engine import transaction
 from tuner.db.models import Job
 from tuner.spec import JobSpec
 from tuner.workloads import Workload, registry
+from workers.program_jobs import job_program, job_runner
+from workers.program_runner import ProgramRunner
+from workers.programs import Program
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,7 @@ class JobContext:
     job_id: str
     study_name: str
     spec: JobSpec
-    workload: Workload
+    workload: Workload | None  # None for a program job
     study: optuna.Study
     space: Any  # tuner.space.ResolvedSpace
     sweep: dict[str, Any] | None
@@ -38,6 +41,8 @@ class JobContext:
     reaped_at: float = 0.0  # time.monotonic() when this worker last failed stale trials
     finished_seen: int = 0  # finished trials at this worker's last count
     progress_pending: bool = False  # trials told since this worker last wrote progress
+    program: Program | None = None  # the worker's program a program job names
+    runner: ProgramRunner | None = None  # runs it, logs in the job's folder
 
 
 def job_spec(job: Job) -> JobSpec:
@@ -69,15 +74,18 @@ def load_context(runtime: Runtime, job: Job) -> JobContext:
         sweep = None if row is None else dict(row.data)
     lr_range = None if sweep is None else sweep.get("lr_range")
     study = search.open_study(runtime.storage, job.study_name, spec, lr_range, create=False)
+    program = job_program(runtime.identity, spec)
     return JobContext(
         job_id=job.id,
         study_name=job.study_name,
         spec=spec,
-        workload=load_workload(spec.workload),
+        workload=None if program is not None else load_workload(spec.workload or ""),
         study=study,
         space=space.resolve_space(spec, lr_range),
         sweep=sweep,
         total=job.trials_total,
+        program=program,
+        runner=None if program is None else job_runner(runtime, job.id),
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -24,13 +26,20 @@ from tuner.db.optuna_store import (
     trial_id,
 )
 from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS, Settings
+from tuner.spec import program_target
 from tuner.workloads import registry
+from workers.programs import Program
 
 log = logging.getLogger(__name__)
 
 # A trial whose worker went silent is re-run at most this many times (it might be the trial
 # that kills workers, e.g. by running out of memory); after that it counts as failed.
 MAX_STALE_RETRIES = 3
+
+
+def default_program_log_dir() -> Path:
+    """Programs' logs when ADAMTUNE_PROGRAM_LOG_DIR is not set: one folder per job under it."""
+    return Path(tempfile.gettempdir()) / "adamtune-program-logs"
 
 
 def default_worker_id() -> str:
@@ -141,6 +150,14 @@ class Identity:
     hostname: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     workloads: tuple[str, ...] = field(default_factory=lambda: tuple(registry.names()))
+    programs: tuple[Program, ...] = ()  # adamtune worker --program/--programs
+
+    def program(self, name: str) -> Program | None:
+        return next((p for p in self.programs if p.name == name), None)
+
+    def claimable(self) -> list[str]:
+        """The jobs-table ``workload`` values this worker runs: its workloads and programs."""
+        return [*self.workloads, *(program_target(p.name) for p in self.programs)]
 
 
 @dataclass(frozen=True)
@@ -179,6 +196,7 @@ class Runtime:
     identity: Identity
     timing: Timing
     population: int | None = None
+    program_log_dir: Path = field(default_factory=default_program_log_dir)
 
     @classmethod
     def open(
@@ -188,7 +206,9 @@ class Runtime:
         timing = Timing.from_settings(settings)
         engine = make_engine(settings.database_url)
         storage = open_optuna_storage(settings.database_url, timing)
-        return cls(engine, make_session_factory(engine), storage, identity, timing, population)
+        logs = Path(settings.program_log_dir) if settings.program_log_dir else None
+        return cls(engine, make_session_factory(engine), storage, identity, timing, population,
+                   logs or default_program_log_dir())
 
     def close(self) -> None:
         self.engine.dispose()

@@ -36,6 +36,7 @@ from tuner.train import TrainSettings, TrialInterrupted
 from workers.context import ContextCache, JobContext
 from workers.errors import TRANSIENT_ERRORS, describe
 from workers.heartbeat import HeartbeatThread
+from workers.program_trials import train_program_trials
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class TrialRunner:
 
     def population(self, ctx: JobContext) -> PopulationChoice:
         """The job's population on this device; an ``auto`` choice becomes a job event."""
+        if ctx.program is not None:
+            return PopulationChoice(1, "a program trains one trial per child process")
         if self.runtime.population:
             return PopulationChoice(self.runtime.population, "set by the worker's --population")
         choice = self.populations.get(ctx.job_id)
@@ -225,8 +228,12 @@ class TrialRunner:
 
     def _train(self, ctx: JobContext, trials: list[optuna.Trial]) -> list[TrialOutcome]:
         """One at a time, or as a population (which falls back itself where it cannot vmap)."""
-        train = train_population if len(trials) > 1 else train_trials
         settings = TrainSettings.from_spec(ctx.spec, self.runtime.identity.device)
+        if ctx.program is not None and ctx.runner is not None:  # the user's script, a child each
+            return train_program_trials(trials, ctx.runner, ctx.program, settings, ctx.space,
+                                        self.should_stop)
+        assert ctx.workload is not None
+        train = train_population if len(trials) > 1 else train_trials
         return train(trials, ctx.workload, settings, ctx.space, self.should_stop)
 
     def _fail(self, ctx: JobContext, trial: optuna.Trial, reason: str) -> None:

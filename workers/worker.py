@@ -74,8 +74,9 @@ class Worker:
         ident = self.runtime.identity
         if not self._register():
             return 0
-        log.info("worker %s registered: device %s, workloads %s", ident.worker_id, ident.device,
-                 ", ".join(ident.workloads))
+        log.info("worker %s registered: device %s, workloads %s, programs %s", ident.worker_id,
+                 ident.device, ", ".join(ident.workloads),
+                 ", ".join(p.name for p in ident.programs) or "none")
         self.heartbeat.start()
         try:
             self._loop()
@@ -97,6 +98,7 @@ class Worker:
                         s, worker_id=ident.worker_id, hostname=ident.hostname, pid=ident.pid,
                         device=ident.device, workloads=list(ident.workloads),
                         device_info=self.heartbeat.probe.read(),
+                        programs=[p.describe() for p in ident.programs],
                     )
                 return True
             except TRANSIENT_ERRORS as exc:
@@ -143,7 +145,7 @@ class Worker:
             job = self._claim_sweep()
             if job is not None:
                 log.info("job %s: claimed its LR range test", job.id)
-                run_sweep(self.runtime, self.heartbeat, job)
+                run_sweep(self.runtime, self.heartbeat, job, self.stopping)
                 return WORKED
             self._discover_searching()
         busy = False
@@ -160,13 +162,13 @@ class Worker:
     def _claim_sweep(self) -> Job | None:
         ident = self.runtime.identity
         with transaction(self.runtime.sessions) as s:
-            return claims.claim_sweep(s, ident.worker_id, list(ident.workloads),
+            return claims.claim_sweep(s, ident.worker_id, ident.claimable(),
                                       self.runtime.timing.sweep_lease,
                                       self.runtime.timing.max_sweep_attempts)
 
     def _discover_searching(self) -> None:
         with transaction(self.runtime.sessions) as s:
-            self._searching = claims.searching_jobs(s, list(self.runtime.identity.workloads))
+            self._searching = claims.searching_jobs(s, self.runtime.identity.claimable())
         self.cache.keep_only({job.id for job in self._searching})
         self._next_discovery = time.monotonic() + self.runtime.timing.poll_interval
 

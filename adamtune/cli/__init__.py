@@ -26,6 +26,25 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _program_args(p: argparse.ArgumentParser) -> None:
+    """The programs (users' training scripts) a worker runs for jobs that name them."""
+    p.add_argument(
+        "--program",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="a program jobs may name, e.g. --program digits='python train.py --data /data' "
+        "(repeatable; docs/programs.md)",
+    )
+    p.add_argument(
+        "--programs",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a YAML file of programs: command, working directory, environment, time limit",
+    )
+
+
 def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
     """A subcommand whose ``--help`` starts by saying what it does."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=what, description=what)
@@ -78,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stable id (default: host-pid; with --devices the prefix of HOST-cuda0, ...)",
     )
+    _program_args(p)
     p.set_defaults(module="service", func_name="run_worker")
 
     p = _command(
@@ -90,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--device", default="cpu", help="the workers' device: cpu or cuda:N")
+    _program_args(p)
     p.set_defaults(module="service", func_name="run_up")
 
     p = _command(sub, "demo", "start the service on SQLite, tune the digits job, print the result")

@@ -93,6 +93,9 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.population is not None and args.population < 1:
         print(f"error: --population must be >= 1 (got {args.population})", file=sys.stderr)
         return EXIT_USAGE
+    programs = _programs(args)
+    if programs is None:
+        return EXIT_USAGE
     if args.devices is not None:
         return run_node(args, settings.database_url)
     try:
@@ -102,11 +105,29 @@ def run_worker(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not _wait_for_schema(settings.database_url):
         return 1
-    identity = Identity(worker_id=args.worker_id or default_worker_id(), device=device)
+    identity = Identity(worker_id=args.worker_id or default_worker_id(), device=device,
+                        programs=tuple(programs.values()))
     runtime = Runtime.open(settings, identity, population=args.population)
     worker = Worker(runtime)
     worker.install_signal_handlers()
     return worker.run()
+
+
+def _programs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--program``/``--programs`` definitions; None (the error on stderr) if one is bad."""
+    from workers.programs import ProgramError, collect_programs
+
+    try:
+        return collect_programs(args.program, args.programs)
+    except ProgramError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def program_options(args: argparse.Namespace) -> list[str]:
+    """The program options again, for a child worker (files as absolute paths)."""
+    options = [arg for text in args.program for arg in ("--program", text)]
+    return options + [arg for f in args.programs for arg in ("--programs", os.path.abspath(f))]
 
 
 def run_node(args: argparse.Namespace, database_url: str) -> int:
@@ -129,7 +150,7 @@ def run_node(args: argparse.Namespace, database_url: str) -> int:
     def command(slot: DeviceSlot, worker_id: str) -> list[str]:
         extra = [] if args.population is None else ["--population", str(args.population)]
         return adamtune_command("worker", "--device", slot.device, "--worker-id", worker_id,
-                                *extra)
+                                *extra, *program_options(args))
 
     supervisor = Supervisor(slots, args.worker_id or socket.gethostname(), command)
     supervisor.install_signal_handlers()
@@ -177,6 +198,8 @@ def run_up(args: argparse.Namespace) -> int:
     if args.workers < 0:
         print(f"error: --workers must be >= 0 (got {args.workers})", file=sys.stderr)
         return EXIT_USAGE
+    if _programs(args) is None:
+        return EXIT_USAGE
     if not port_is_free(args.port, args.host):
         print(f"error: port {args.port} on {args.host} is in use; pick another with --port",
               file=sys.stderr)
@@ -188,7 +211,8 @@ def run_up(args: argparse.Namespace) -> int:
 
     def serve() -> int:
         urls = start_service(children, host=args.host, port=args.port, workers=args.workers,
-                             device=args.device, dashboard=settings.dashboard)
+                             device=args.device, dashboard=settings.dashboard,
+                             worker_options=program_options(args))
         _print_urls(urls, settings.database_url)
         return supervise(children)
 

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -122,13 +122,22 @@ def _cpu_threads_env(device: str, workers: int) -> dict[str, str]:
 
 
 def start_service(
-    children: Children, *, host: str, port: int, workers: int, device: str, dashboard: bool
+    children: Children,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    device: str,
+    dashboard: bool,
+    worker_options: Sequence[str] = (),
 ) -> dict[str, str]:
     """Start the API and ``workers`` workers; return the URLs to show once the API is up
-    (``dashboard``: the API serves its Optuna dashboard, ADAMTUNE_DASHBOARD)."""
+    (``dashboard``: the API serves its Optuna dashboard, ADAMTUNE_DASHBOARD;
+    ``worker_options``: more options of each ``adamtune worker``, e.g. its programs)."""
     api = children.start("api", adamtune_command("api", "--host", host, "--port", str(port)))
     for i in range(workers):
-        children.start(f"worker-{i}", adamtune_command("worker", "--device", device),
+        command = adamtune_command("worker", "--device", device, *worker_options)
+        children.start(f"worker-{i}", command,
                        env=_cpu_threads_env(device, workers))
     base = f"http://{host}:{port}"
     wait_http_ok(f"{base}/healthz", START_TIMEOUT_S, [api])

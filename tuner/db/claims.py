@@ -118,6 +118,9 @@ def claim_sweep(
     Returns the job, now ``sweeping`` and leased to ``worker_id`` for ``lease_seconds``,
     or None when there is nothing to claim. Sweeps already abandoned ``max_attempts`` times
     are failed first (``sweeps.fail_abandoned_sweeps``), never claimed again.
+    ``workloads``: the jobs-table ``workload`` values the worker runs, its programs as
+    ``program:NAME`` (``Identity.claimable()``), so a program job goes only to a worker
+    configured with that program.
     """
     for job_id in sweeps.fail_abandoned_sweeps(s, max_attempts, worker_id):
         log.error("job %s failed: its LR range test was abandoned %d times", job_id,
@@ -212,7 +215,8 @@ def fail_job(
 
 
 def searching_jobs(s: Session, workloads: list[str], limit: int = 20) -> list[Job]:
-    """Searching jobs of a workload this worker can run, oldest first (first come, first served)."""
+    """Searching jobs of a workload or program (``program:NAME``) this worker can run, oldest
+    first (first come, first served)."""
     if not workloads:
         return []
     stmt = (
