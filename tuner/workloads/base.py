@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y; val x, y
 
 
 @runtime_checkable
@@ -55,3 +58,38 @@ def fixed_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Bat
     return [
         (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)
     ]
+
+
+class InMemoryWorkload(ABC):
+    """A workload whose data is one fixed split held in memory: shuffled minibatches of
+    ``batch_size`` to train on, the whole validation set as one batch.
+
+    A subclass says what the split is (``load_split``, called once), the model and the loss.
+    """
+
+    name = ""
+    description = ""
+    vmappable = True
+    batch_size = 64
+
+    @abstractmethod
+    def load_split(self) -> Split:
+        """The fixed (train x, train y, validation x, validation y), whatever the seed."""
+
+    @abstractmethod
+    def make_model(self, seed: int) -> nn.Module: ...
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    @cached_property
+    def _split(self) -> Split:
+        return self.load_split()
+
+    def train_batches(self, seed: int) -> Iterator[Batch]:
+        x, y, _, _ = self._split
+        return endless_shuffled(x, y, self.batch_size, seed)
+
+    def val_batches(self) -> list[Batch]:
+        _, _, xv, yv = self._split
+        return fixed_batches(xv, yv, len(yv))

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from functools import cached_property
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
+from tuner.workloads.base import InMemoryWorkload, Split
 
 
-class DigitsMLP:
+class DigitsMLP(InMemoryWorkload):
     name = "digits_mlp"
     description = "sklearn digits (1797 8x8 images, 10 classes), MLP 64-128-128-10, cross-entropy"
-    vmappable = True
     batch_size = 64
 
-    @cached_property
-    def _data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def load_split(self) -> Split:
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
@@ -35,14 +30,6 @@ class DigitsMLP:
         return nn.Sequential(
             nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 10)
         )
-
-    def train_batches(self, seed: int) -> Iterator[Batch]:
-        x, y, _, _ = self._data
-        return endless_shuffled(x, y, self.batch_size, seed)
-
-    def val_batches(self) -> list[Batch]:
-        _, _, xv, yv = self._data
-        return fixed_batches(xv, yv, 360)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)

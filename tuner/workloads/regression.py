@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from functools import cached_property
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
+from tuner.workloads.base import InMemoryWorkload, Split
 
 
-class RegressionMLP:
+class RegressionMLP(InMemoryWorkload):
     name = "regression_mlp"
     description = "generated regression y = sin(Wx) . v + noise (16 -> 1), MLP 16-64-64-1, MSE"
-    vmappable = True
     batch_size = 128
 
-    @cached_property
-    def _data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def load_split(self) -> Split:
         gen = torch.Generator().manual_seed(4321)
         n, d = 4096, 16
         x = torch.randn(n, d, generator=gen)
@@ -35,14 +30,6 @@ class RegressionMLP:
         return nn.Sequential(
             nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1)
         )
-
-    def train_batches(self, seed: int) -> Iterator[Batch]:
-        x, y, _, _ = self._data
-        return endless_shuffled(x, y, self.batch_size, seed)
-
-    def val_batches(self) -> list[Batch]:
-        _, _, xv, yv = self._data
-        return fixed_batches(xv, yv, 512)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(outputs, targets)
