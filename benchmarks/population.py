@@ -5,11 +5,16 @@ sequential ``torch.optim`` trials of the same workload, configs and steps, with 
 and the speedup. Every measurement runs in a fresh child process, so its peak memory
 (``ru_maxrss`` on CPU, ``torch.cuda.max_memory_allocated`` on GPU) is its own; the time is
 taken inside the child, after imports and data loading. ``--quality`` instead trains K=16
-random configs both ways for several seeds and compares the best objective.
+random configs both ways for several seeds and compares the best objective; ``--breakdown``
+times the parts of one population step (stacked forward and backward, the vectorised
+update, reading the losses back) to show whether the model or the update dominates.
+Sequential trials use ``tuner.optim.build_optimizer``: fused torch.optim kernels on CUDA
+and CPU. ``--precision`` trains both sides in fp32 (default), bf16 or fp16.
 
     python benchmarks/population.py --quick
     python benchmarks/population.py --device cuda --steps 300
     python benchmarks/population.py --quality --quick
+    python benchmarks/population.py --breakdown --device cuda --sizes 1,8,32,128
 """
 
 from __future__ import annotations
@@ -30,8 +35,15 @@ from typing import Any
 import torch
 
 from tuner.optim import OptimConfig, build_optimizer, build_scheduler
-from tuner.population import DivergenceMonitor, can_vmap, run_population
-from tuner.train import TrainSettings
+from tuner.population import (
+    DivergenceMonitor,
+    MemberHyperparameters,
+    StackedModel,
+    VectorisedAdam,
+    can_vmap,
+    run_population,
+)
+from tuner.train import TrainSettings, autocast, grad_scaler
 from tuner.workloads import get
 from tuner.workloads.base import Workload
 
@@ -79,23 +91,33 @@ def validation_loss(model: torch.nn.Module, workload: Workload, device: torch.de
 
 
 def train_one(
-    workload: Workload, cfg: OptimConfig, steps: int, eval_every: int, seed: int, device: str
+    workload: Workload,
+    cfg: OptimConfig,
+    steps: int,
+    eval_every: int,
+    seed: int,
+    device: str,
+    precision: str = "fp32",
 ) -> float | None:
-    """One trial the ordinary way: torch.optim, the same divergence rule; final val loss."""
+    """One trial the ordinary way: torch.optim (fused where supported), autocast and a
+    GradScaler for fp16, the same divergence rule; final val loss."""
     dev = torch.device(device)
     torch.manual_seed(seed)
     model = workload.make_model(seed).to(dev)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
+    scaler = grad_scaler(dev, precision)
     monitor = DivergenceMonitor(cfg.warmup_steps)
     batches = workload.train_batches(seed)
     value = None
     for step in range(steps):
         x, y = next(batches)
-        loss = workload.loss(model(x.to(dev)), y.to(dev))
+        with autocast(dev, precision):
+            loss = workload.loss(model(x.to(dev)), y.to(dev))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         if monitor.update(step, loss.item()) is not None:
             return None
@@ -116,22 +138,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # first calls pay for lazy initialisation and first-touch page faults: not what we measure
     warm = min(args.steps, 5)
     if args.measure == "population":
-        run_population(workload, configs, TrainSettings(warm, warm, seed=0, device=args.device))
+        run_population(
+            workload,
+            configs,
+            TrainSettings(warm, warm, seed=0, device=args.device, precision=args.precision),
+        )
     else:
-        train_one(workload, configs[0], warm, warm, 0, args.device)
+        train_one(workload, configs[0], warm, warm, 0, args.device, args.precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start, cpu_start = time.perf_counter(), time.process_time()
     if args.measure == "population":
-        settings = TrainSettings(args.steps, args.eval_every, seed=args.seed,
-                                 device=args.device, collect_diagnostics=False)
+        settings = TrainSettings(
+            args.steps,
+            args.eval_every,
+            seed=args.seed,
+            device=args.device,
+            collect_diagnostics=False,
+            precision=args.precision,
+        )
         results = run_population(workload, configs, settings)
         values = [r.value if r.state == "complete" else None for r in results]
     else:
         values = [
-            train_one(workload, c, args.steps, args.eval_every, args.seed, args.device)
+            train_one(
+                workload, c, args.steps, args.eval_every, args.seed, args.device, args.precision
+            )
             for c in configs
         ]
     if device.type == "cuda":
@@ -172,6 +206,8 @@ def run_child(args: argparse.Namespace, measure_what: str, k: int, seed: int) ->
         str(seed),
         "--threads",
         str(args.threads),
+        "--precision",
+        args.precision,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -237,6 +273,57 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _timed(device: torch.device, fn: Any, *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` and its wall time, the device's queue drained on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = fn(*args)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def breakdown(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Milliseconds per population step in each part, median over the timed steps."""
+    workload, device = get(args.workload), torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"population step breakdown: {args.workload}, device {args.device} "
+        f"({describe_machine(args.device)}), {args.precision}, median ms over {args.steps} steps"
+    )
+    print(f"{'K':>5} {'forward+backward':>17} {'update':>8} {'losses':>8} {'update share':>13}")
+    rows = []
+    for k in args.sizes:
+        stacked = StackedModel(workload.make_model(0).to(device), k, workload.loss)
+        hyper = MemberHyperparameters.from_configs(random_configs(k, args.steps, SEARCH_SEED))
+        optimizer = VectorisedAdam(stacked.flat, stacked.n_decay, hyper)
+        batches = workload.train_batches(0)
+        parts: dict[str, list[float]] = {"model": [], "update": [], "losses": []}
+        for step in range(args.steps + 3):  # three untimed warm-up steps
+            x, y = (t.to(device) for t in next(batches))
+            with autocast(device, args.precision):
+                (losses, grad), model_s = _timed(device, stacked.loss_and_grad, x, y)
+            lr = hyper.lr_at(step, args.steps + 3)
+            _, update_s = _timed(device, optimizer.step, grad, lr)
+            _, losses_s = _timed(device, losses.float().tolist)
+            if step >= 3:
+                for name, value in zip(parts, (model_s, update_s, losses_s), strict=True):
+                    parts[name].append(1000 * value)
+        row: dict[str, Any] = {"k": k}
+        row.update({f"{name}_ms": sorted(v)[len(v) // 2] for name, v in parts.items()})
+        total = row["model_ms"] + row["update_ms"] + row["losses_ms"]
+        row["update_share"] = row["update_ms"] / total
+        rows.append(row)
+        print(
+            f"{k:>5} {row['model_ms']:>17.3f} {row['update_ms']:>8.3f} {row['losses_ms']:>8.3f} "
+            f"{row['update_share']:>12.0%}",
+            flush=True,
+        )
+    return rows
+
+
 def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Best objective of 16 random configs, population vs one at a time, for several seeds."""
     k = 16
@@ -288,6 +375,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=None, help="seeds for --quality (5; 3 quick)")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats: a few minutes")
     p.add_argument("--quality", action="store_true", help="compare best objectives instead")
+    p.add_argument(
+        "--breakdown", action="store_true", help="time the parts of a population step instead"
+    )
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--json", type=Path, help="also write the results to this file")
     p.add_argument("--measure", choices=["population", "sequential"], help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
@@ -309,7 +400,10 @@ def main() -> int:
     if not ok:
         print(f"{args.workload} cannot be trained as a population: {why}", file=sys.stderr)
         return 2
-    rows = quality(args) if args.quality else speed(args)
+    if args.breakdown:
+        rows = breakdown(args)
+    else:
+        rows = quality(args) if args.quality else speed(args)
     if args.json:
         args.json.write_text(json.dumps({"args": sys.argv[1:], "rows": rows}, indent=2))
     return 0
