@@ -7,11 +7,23 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 plt.switch_backend("Agg")
 
 COLORS = {"adamtune": "tab:blue", "optuna_tpe": "tab:orange", "random": "tab:green",
           "default": "tab:gray"}
+
+
+def _save(fig: Figure, ax: Axes, path: Path) -> None:
+    """Grid and legend, then write the figure to ``path`` (its folder made) and free it."""
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def best_on_grid(curve: Sequence[tuple[int, float]], grid: np.ndarray) -> np.ndarray:
@@ -54,12 +66,7 @@ def time_to_quality(
     ax.set_ylabel("best validation loss so far")
     n_seeds = max(len(v) for v in curves.values())
     ax.set_title(f"{title}: median and min-max over {n_seeds} seeds", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def lr_grid(
@@ -93,9 +100,4 @@ def lr_grid(
     ax.set_xlabel("learning rate (constant)")
     ax.set_ylabel("final validation loss")
     ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
