@@ -51,6 +51,18 @@ def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _job_command(
+    sub: Any, name: str, what: str, job_help: str = "the job id"
+) -> argparse.ArgumentParser:
+    """A remote command about one job: ``adamtune NAME JOB`` with the client options, run by
+    ``adamtune.cli.remote.run_NAME``."""
+    p = _command(sub, name, what)
+    p.add_argument("job", help=job_help)
+    _client_args(p)
+    p.set_defaults(module="remote", func_name=f"run_{name}")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adamtune", description="Tune Adam/AdamW hyperparameters."
@@ -129,26 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(p)
     p.set_defaults(module="remote", func_name="run_submit")
 
-    p = _command(sub, "status", "show a job's status and progress")
-    p.add_argument("job", help="the job id (`adamtune submit` prints it)")
-    _client_args(p)
-    p.set_defaults(module="remote", func_name="run_status")
-
-    p = _command(sub, "recommendation", "print a job's recommendation (partial while it runs)")
-    p.add_argument("job", help="the job id")
+    _job_command(sub, "status", "show a job's status and progress",
+                 job_help="the job id (`adamtune submit` prints it)")
+    p = _job_command(sub, "recommendation", "print a job's recommendation (partial while it runs)")
     p.add_argument(
         "--format",
         choices=["json", "yaml", "python", "text"],
         default="json",
         help="json (default), yaml, python (the snippet alone) or text (for reading)",
     )
-    _client_args(p)
-    p.set_defaults(module="remote", func_name="run_recommendation")
-
-    p = _command(sub, "cancel", "cancel a job")
-    p.add_argument("job", help="the job id")
-    _client_args(p)
-    p.set_defaults(module="remote", func_name="run_cancel")
+    _job_command(sub, "cancel", "cancel a job")
 
     p = _command(sub, "db", "database administration (ADAMTUNE_DATABASE_URL)")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
