@@ -18,7 +18,7 @@ from api import auth, errors, metrics, openapi
 from api.dashboard import DashboardDispatch
 from api.deps import get_tenant, optuna_storage_of
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routes import health, jobs, pages, plots, results, workers, workloads
+from api.routes import health, jobs, logs, pages, plots, results, workers, workloads
 from api.schemas import error_responses
 from tuner.db.engine import make_engine, make_session_factory
 from tuner.settings import Settings
@@ -38,7 +38,7 @@ def api_router() -> APIRouter:
         responses=error_responses(401, 500, 503),
         dependencies=[Depends(get_tenant)],  # declares the key schemes on every /v1 operation
     )
-    for module in (jobs, results, workloads, workers):
+    for module in (jobs, results, logs, workloads, workers):
         router.include_router(module.router)
     return router
 

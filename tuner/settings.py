@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -10,6 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tuner import spec
 
 DEFAULT_MAX_SWEEP_ATTEMPTS = 3
+
+
+def default_program_log_dir() -> Path:
+    """Programs' logs when ADAMTUNE_PROGRAM_LOG_DIR is not set: one folder per job under it."""
+    return Path(tempfile.gettempdir()) / "adamtune-program-logs"
 
 
 class Settings(BaseSettings):
@@ -39,6 +46,10 @@ class Settings(BaseSettings):
 
     dashboard: bool = True
     log_level: str = "INFO"
+
+    def program_logs(self) -> Path:
+        """The folder of programs' logs (a folder per job), ADAMTUNE_PROGRAM_LOG_DIR."""
+        return Path(self.program_log_dir) if self.program_log_dir else default_program_log_dir()
 
     @model_validator(mode="after")
     def _grace_exceeds_heartbeat(self) -> Settings:

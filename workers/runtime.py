@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from tuner.db.optuna_store import (
     record_reason_of_finished_trial,
     trial_id,
 )
-from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS, Settings
+from tuner.settings import DEFAULT_MAX_SWEEP_ATTEMPTS, Settings, default_program_log_dir
 from tuner.spec import program_target
 from tuner.workloads import registry
 from workers.programs import Program
@@ -35,11 +34,6 @@ log = logging.getLogger(__name__)
 # A trial whose worker went silent is re-run at most this many times (it might be the trial
 # that kills workers, e.g. by running out of memory); after that it counts as failed.
 MAX_STALE_RETRIES = 3
-
-
-def default_program_log_dir() -> Path:
-    """Programs' logs when ADAMTUNE_PROGRAM_LOG_DIR is not set: one folder per job under it."""
-    return Path(tempfile.gettempdir()) / "adamtune-program-logs"
 
 
 def default_worker_id() -> str:
@@ -206,9 +200,8 @@ class Runtime:
         timing = Timing.from_settings(settings)
         engine = make_engine(settings.database_url)
         storage = open_optuna_storage(settings.database_url, timing)
-        logs = Path(settings.program_log_dir) if settings.program_log_dir else None
         return cls(engine, make_session_factory(engine), storage, identity, timing, population,
-                   logs or default_program_log_dir())
+                   settings.program_logs())
 
     def close(self) -> None:
         self.engine.dispose()

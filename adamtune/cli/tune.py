@@ -63,10 +63,16 @@ def run(args: argparse.Namespace) -> int:
             spec = parse_job({**spec.model_dump(), "population": args.population})
     except JobFileError as exc:
         return _fail(str(exc))
+    if spec.program is not None:
+        return _fail(
+            f"{args.file}: program {spec.program!r}: program jobs run on workers configured "
+            f"with the program; start them with `adamtune up --program {spec.program}="
+            f"'python train.py'` and submit with `adamtune submit {args.file} --watch`"
+        )
     from tuner.workloads import UnknownWorkloadError, get
 
     try:
-        get(spec.workload)
+        get(spec.workload or "")
     except UnknownWorkloadError as exc:
         return _fail(f"{args.file}: workload: {exc}")
     problem = _check_device(args.device)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
@@ -117,3 +119,58 @@ def test_a_request_can_never_carry_a_command(
     assert r.status_code == 422, r.text
     assert fragment in r.text
     assert in_store(migrated_url, lambda s: s.scalar(select(func.count()).select_from(Job))) == 0
+
+
+@pytest.fixture
+def logs_client(migrated_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(database_url=migrated_url, auth="disabled",
+                        program_log_dir=str(tmp_path / "logs"))
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _job_with_trials(client: TestClient, url: str, *attrs: dict) -> str:
+    register(url, "w1", "digits=python train.py")
+    job_id: str = client.post("/v1/jobs", json=program_job()).json()["id"]
+    study = optuna.create_study(storage=url, study_name=f"adamtune-{job_id}")
+    for user_attrs in attrs:
+        study.add_trial(optuna.create_trial(value=1.0, user_attrs=user_attrs))
+    return job_id
+
+
+def test_a_program_trials_log_tail_is_served(
+    logs_client: TestClient, migrated_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "logs" / "job"
+    folder.mkdir(parents=True)
+    short, long = folder / "digits-trial-0.log", folder / "digits-trial-1.log"
+    short.write_text("step 0 loss 2.3\nTraceback: boom\n")
+    long.write_bytes(b"x" * 100_000 + b"\nlast line\n")
+    job_id = _job_with_trials(logs_client, migrated_url, {"log": str(short)}, {"log": str(long)})
+    r = logs_client.get(f"/v1/jobs/{job_id}/trials/0/log")
+    assert r.status_code == 200 and r.headers["x-log-truncated"] == "false"
+    assert r.text == "step 0 loss 2.3\nTraceback: boom\n"
+    r = logs_client.get(f"/v1/jobs/{job_id}/trials/1/log")
+    assert r.headers["x-log-truncated"] == "true" and r.text.endswith("last line\n")
+    assert len(r.content) == 64 * 1024
+
+
+def test_a_log_the_api_cannot_read_is_a_404_saying_why(
+    logs_client: TestClient, migrated_url: str, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.log"
+    outside.write_text("secret")
+    job_id = _job_with_trials(
+        logs_client, migrated_url,
+        {"log": str(outside), "worker_id": "gpu-node-7"},
+        {"log": str(tmp_path / "logs" / "job" / "gone.log"), "worker_id": "gpu-node-7"},
+        {},
+    )
+    for number in (0, 1):
+        r = logs_client.get(f"/v1/jobs/{job_id}/trials/{number}/log")
+        assert r.status_code == 404 and "secret" not in r.text
+        assert "on gpu-node-7's filesystem, which this API does not share" in r.json()["detail"]
+    r = logs_client.get(f"/v1/jobs/{job_id}/trials/2/log")
+    assert r.status_code == 404 and "only the trials of program jobs" in r.json()["detail"]
+    r = logs_client.get(f"/v1/jobs/{job_id}/trials/9/log")
+    assert r.status_code == 404 and f"job {job_id} has no trial 9" in r.json()["detail"]
