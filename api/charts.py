@@ -120,6 +120,23 @@ def _empty(css_class: str, message: str) -> str:
     )
 
 
+def _tick(
+    value: float,
+    css_class: str,
+    grid: tuple[object, object, object, object],
+    label_at: tuple[object, object],
+    anchor: str,
+) -> str:
+    """One tick: its grid line from (x1, y1) to (x2, y2) and its label, at coordinates
+    already written as they appear in the SVG."""
+    x1, y1, x2, y2 = grid
+    return (
+        f'<line class="grid" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#eee"/>'
+        f'<text class="{css_class}" x="{label_at[0]}" y="{label_at[1]}" text-anchor="{anchor}" '
+        f'font-size="11" data-value="{value!r}">{escape(fmt(value))}</text>'
+    )
+
+
 def _frame(x: Axis, y: Axis, x_label: str, y_label: str) -> list[str]:
     """Plot area border, ticks with labels and both axis titles."""
     top, bottom = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
@@ -129,21 +146,12 @@ def _frame(x: Axis, y: Axis, x_label: str, y_label: str) -> list[str]:
         f'height="{bottom - top}" fill="none" stroke="#ccc"/>'
     ]
     for value in x.ticks():
-        px = x(value)
-        parts.append(
-            f'<line class="grid" x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" '
-            'stroke="#eee"/>'
-            f'<text class="tick-x" x="{px:.1f}" y="{bottom + 14}" text-anchor="middle" '
-            f'font-size="11" data-value="{value!r}">{escape(fmt(value))}</text>'
-        )
+        px = f"{x(value):.1f}"
+        parts.append(_tick(value, "tick-x", (px, top, px, bottom), (px, bottom + 14), "middle"))
     for value in y.ticks():
         py = y(value)
-        parts.append(
-            f'<line class="grid" x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" '
-            'stroke="#eee"/>'
-            f'<text class="tick-y" x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" '
-            f'font-size="11" data-value="{value!r}">{escape(fmt(value))}</text>'
-        )
+        parts.append(_tick(value, "tick-y", (left, f"{py:.1f}", right, f"{py:.1f}"),
+                           (left - 6, f"{py + 4:.1f}"), "end"))
     parts.append(
         f'<text class="axis-label" x="{(left + right) / 2}" y="{HEIGHT - 6}" '
         f'text-anchor="middle" font-size="12">{escape(x_label)}</text>'
