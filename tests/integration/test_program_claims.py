@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tuner.db import claims, jobs
+from tuner.db import claims, jobs, sweeps
 from tuner.db.engine import make_engine, make_session_factory, transaction
+from tuner.db.models import Job
+from tuner.settings import Settings
 from tuner.spec import parse_job
+from workers.heartbeat import HeartbeatThread
 from workers.program_jobs import job_program
 from workers.programs import ProgramError, parse_program_option
-from workers.runtime import Identity
+from workers.runtime import Identity, Runtime
+from workers.sweep import sweep_and_save
 
 LEASE = 60.0
 
@@ -63,3 +71,62 @@ def test_a_worker_restarted_without_the_program_says_how_to_fix_it() -> None:
     with pytest.raises(ProgramError, match="start it with --program digits="):
         job_program(_identity("w", "mnist=python mnist.py"), spec)
     assert job_program(_identity("w"), parse_job({"workload": "digits_mlp"})) is None
+
+
+def _program_runtime(url: str, tmp_path: Path, name: str, program: str) -> Runtime:
+    settings = Settings(database_url=url, heartbeat_interval=1, grace_period=3,
+                        poll_interval=0.05, program_log_dir=str(tmp_path / "logs"))
+    identity = Identity(worker_id=name, device="cpu", programs=(parse_program_option(program),))
+    return Runtime.open(settings, identity)
+
+
+def _claimed_program_job(sessions: Any, runtime: Runtime) -> Any:
+    _submit(sessions, program="slow")
+    with transaction(sessions) as s:
+        job = claims.claim_sweep(s, runtime.identity.worker_id, runtime.identity.claimable(),
+                                 LEASE)
+    assert job is not None
+    return job
+
+
+def test_sigterm_hands_a_program_sweep_back_at_once(
+    migrated_url: str, sessions: Any, tmp_path: Path
+) -> None:
+    """The first SIGTERM stops a running program sweep and ends its lease, so that another
+    worker claims it without waiting for the lease to expire."""
+    sleeper = f"slow={shlex.quote(sys.executable)} -c 'import time; time.sleep(60)'"
+    runtime = _program_runtime(migrated_url, tmp_path, "w-a", sleeper)
+    stopping = threading.Event()
+    try:
+        job = _claimed_program_job(sessions, runtime)
+        heartbeat = HeartbeatThread(runtime, lambda _job_id: None)
+        heartbeat.watch(job.id, sweeping=True)
+        threading.Timer(1.0, stopping.set).start()
+        assert sweep_and_save(runtime, heartbeat, job, stopping) is None
+    finally:
+        runtime.close()
+    with transaction(sessions) as s:
+        assert sweeps.get_sweep(s, job.id) is None
+        taken = claims.claim_sweep(s, "w-b", ["program:slow"], LEASE)
+        assert taken is not None and taken.id == job.id and taken.sweep_worker_id == "w-b"
+
+
+def test_a_program_that_crashes_in_its_sweep_fails_the_job_with_the_reason(
+    migrated_url: str, sessions: Any, tmp_path: Path
+) -> None:
+    crasher = f"slow={shlex.quote(sys.executable)} -c 'raise SystemExit(\"no data at /data\")'"
+    runtime = _program_runtime(migrated_url, tmp_path, "w-a", crasher)
+    try:
+        job = _claimed_program_job(sessions, runtime)
+        heartbeat = HeartbeatThread(runtime, lambda _job_id: None)
+        heartbeat.watch(job.id, sweeping=True)
+        assert sweep_and_save(runtime, heartbeat, job) is None
+    finally:
+        runtime.close()
+    with transaction(sessions) as s:
+        failed = s.get(Job, job.id, populate_existing=True)
+        assert failed is not None and failed.status == "failed"
+        assert failed.error is not None
+        assert "LR range test failed: sweep of program 'slow'" in failed.error
+        assert "exited with code 1" in failed.error and "no data at /data" in failed.error
+    assert (tmp_path / "logs" / job.id / "slow-sweep.log").is_file()  # the job's own folder
