@@ -197,17 +197,26 @@ def schedule_suggestion_params(space: ResolvedSpace, lr: float) -> dict[str, Any
     }
 
 
-# The lr ladder: decaying-schedule trials a decade below and half a decade above the schedule
-# suggestion, so that a sweep 10-40x off in either direction gives TPE the slope at once.
-LADDER_FACTORS = (0.1, 10**0.5)
+# The lr ladder, two decaying-schedule trials: one at the untuned default's lr, a hedge that
+# owes nothing to the sweep (AdamW, weight decay 0.1: the common recipe), and one a decade below
+# the sweep's lr (range tests err high more often than low; 1.5 decades below where a decade
+# below is the default's lr already). A sweep 10-1000x off then still leaves a good scheduled
+# trial, and tells TPE which way the optimum lies.
+LADDER_ANCHOR_LR = 1e-3
+LADDER_ANCHOR_WEIGHT_DECAY = 0.1
+LADDER_BELOW, LADDER_FURTHER_BELOW = 0.1, 10**-1.5
 
 
 def ladder_params(space: ResolvedSpace, lr: float) -> list[dict[str, Any]]:
-    """The ladder's trials around the sweep's ``lr`` (each moved inside the space); like
+    """The ladder's trials (each moved inside the space); like
     :func:`schedule_suggestion_params`, empty where no decaying schedule is searched."""
-    out = []
-    for factor in LADDER_FACTORS:
-        params = schedule_suggestion_params(space, lr * factor)
-        if params is not None:
-            out.append(params)
-    return out
+    anchor = schedule_suggestion_params(space, LADDER_ANCHOR_LR)
+    if anchor is None:
+        return []
+    if "adamw" in space.optimizers:
+        anchor["optimizer"] = "adamw"
+    wd_times_lr = LADDER_ANCHOR_WEIGHT_DECAY * anchor["lr"]
+    anchor["wd_times_lr"] = clamp(wd_times_lr, space.wd_times_lr)
+    near = abs(math.log10(lr * LADDER_BELOW / LADDER_ANCHOR_LR)) < 0.25
+    other = schedule_suggestion_params(space, lr * (LADDER_FURTHER_BELOW if near else LADDER_BELOW))
+    return [anchor] + ([other] if other is not None else [])

@@ -59,12 +59,16 @@ def test_a_jobs_own_lr_range_still_wins() -> None:
     assert resolve_space(spec, sweep_around(1e-2)).lr == (1e-3, 2e-3)
 
 
-def test_the_ladder_brackets_the_suggestion_inside_the_space() -> None:
-    space = resolve_space(SPEC, sweep_around(1e-2))
-    lrs = [p["lr"] for p in ladder_params(space, 1e-2)]
-    assert len(lrs) == 2 and lrs[0] < 1e-2 < lrs[1]
-    assert all(space.lr[0] <= lr <= space.lr[1] for lr in lrs)
-    assert all(p["schedule"] == "cosine" for p in ladder_params(space, 1e-2))
+def test_the_ladder_hedges_at_the_default_lr_and_goes_below_the_suggestion() -> None:
+    for suggested in (1e-5, 3e-3, 1e-2, 0.3):
+        space = resolve_space(SPEC, sweep_around(suggested))
+        anchor, below = ladder_params(space, suggested)
+        assert anchor["optimizer"] == "adamw" and anchor["lr"] == pytest.approx(2e-3)
+        assert anchor["wd_times_lr"] <= 0.1 * anchor["lr"] * (1 + 1e-9)  # weight decay <= 0.1
+        assert below["lr"] < 2 * suggested and below["schedule"] == "cosine"
+        assert abs(math.log10(below["lr"] / anchor["lr"])) >= 0.25  # two distinct points
+        for params in (anchor, below):
+            assert space.lr[0] <= params["lr"] <= space.lr[1]
     constant = resolve_space(
         JobSpec.model_validate({**SPEC.model_dump(), "search": {"schedules": ["constant"]}}),
         sweep_around(1e-2),
@@ -81,6 +85,6 @@ def test_the_sweep_seeds_the_first_trials_and_five_trials_are_all_seeded() -> No
     study = open_study(None, "five", five, sweep_around(1e-2), create=True)
     lrs = sorted(t.system_attrs.get("fixed_params", {}).get("lr", 1e-3)  # enqueued, not run
                  for t in study.get_trials(deepcopy=False))
-    assert lrs[0] < 1e-2 / 3 and lrs[-1] > 1e-2 * 3  # a decade and more of lr covered
+    assert lrs[0] < 1e-2 / 10 and lrs[-1] >= 2e-2  # a decade and more of lr covered
     assert len({round(math.log10(v), 3) for v in lrs}) == 5
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
