@@ -34,8 +34,8 @@ JOB = {
 
 
 def _start(service: Service, tmp_path: Path) -> None:
-    service.start_api()
-    env = {"ADAMTUNE_PROGRAM_LOG_DIR": str(tmp_path / "program-logs")}
+    env = {"ADAMTUNE_PROGRAM_LOG_DIR": str(tmp_path / "program-logs")}  # shared with the API
+    service.start_api(env=env)
     for name in ("worker-a", "worker-b"):
         service.start_worker(name, "--program", PROGRAM, env=env)
     wait_until(lambda: sum(w["alive"] for w in _workers(service)) == 2, 90,
@@ -75,6 +75,9 @@ def test_a_program_job_completes_with_a_recommendation(
     assert {t["worker_id"] for t in trials} <= {"worker-a", "worker-b"}
     logs = list((tmp_path / "program-logs" / job["id"]).glob("digits-*.log"))
     assert any(p.name.startswith("digits-trial-") for p in logs), logs  # one folder per job
+    log = httpx.get(f"{service.api_url}/v1/jobs/{job['id']}/trials/{trials[0]['number']}/log")
+    assert log.status_code == 200, log.text
+    assert log.headers["x-log-truncated"] == "false"
 
     rec = client.recommendation(job["id"])
     assert rec["final"] is True
