@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -144,3 +147,45 @@ def test_tune_with_population_auto_picks_a_size_and_records_why() -> None:
     assert reason.startswith("population auto on cpu") and "member steps/s" in reason
     assert all(t.user_attrs["precision"] == "fp32" for t in trials)
     assert result.recommendation["precision"] == "fp32"
+
+
+def test_a_worker_measures_once_per_job_and_records_why_as_an_event(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.db import events, jobs
+    from tuner.db.engine import transaction
+    from tuner.settings import Settings
+    from workers.runtime import Identity, Runtime
+    from workers.trials import TrialRunner
+
+    measured: list[int] = []
+
+    def fake(workload: object, settings: TrainSettings, size: int) -> SizeTiming:
+        measured.append(size)
+        return SizeTiming(size, {1: 0.01, 2: 0.01, 4: 0.04}[size])  # K=4 gains nothing
+
+    monkeypatch.setattr(sizing, "time_population", fake)
+    runtime = Runtime.open(Settings(database_url=migrated_url), Identity("w1", "cpu"))
+    try:
+        spec = JobSpec(workload="regression_mlp", population="auto")
+        with transaction(runtime.sessions) as s:
+            job_id = jobs.create_job(s, spec=spec).id
+        ctx = SimpleNamespace(
+            job_id=job_id,
+            spec=spec,
+            workload=get("regression_mlp"),
+            study=None,
+            total=24,
+            program=None,
+        )
+        runner = TrialRunner(runtime, None, threading.Event())  # type: ignore[arg-type]
+        assert runner.batch_size(ctx) == runner.batch_size(ctx) == 2  # type: ignore[arg-type]
+        assert measured == [1, 2, 4]  # once per job, not per batch
+        tags = runner.driver(ctx).tags  # type: ignore[arg-type]
+        assert tags["population_reason"].startswith("population auto on cpu")
+        assert tags["precision"] == "fp32" and tags["worker_id"] == "w1"
+        with transaction(runtime.sessions) as s:
+            recorded = [e for e in events.list_events(s, job_id) if e.kind == "population"]
+        assert [(e.message, e.worker_id) for e in recorded] == [(tags["population_reason"], "w1")]
+    finally:
+        runtime.close()
