@@ -19,9 +19,13 @@ from tuner.settings import Settings
 def _narrow(schemas: dict[str, Any], settings: Settings) -> None:
     job = schemas.get("JobSpec", {}).get("properties", {})
     budget = schemas.get("Budget", {}).get("properties", {})
-    if "workload" in job:
-        job["workload"]["enum"] = workloads.names()
-        job["workload"]["description"] = "an installed workload (see GET /v1/workloads)"
+    if "workload" in job:  # a name, or null in a program job
+        for branch in job["workload"].get("anyOf", [job["workload"]]):
+            if branch.get("type") == "string":
+                branch["enum"] = workloads.names()
+        job["workload"]["description"] = (
+            "an installed workload (see GET /v1/workloads); or null and a program"
+        )
     if "population" in job:  # an integer, or "auto"
         for branch in job["population"].get("anyOf", [job["population"]]):
             if branch.get("type") == "integer":

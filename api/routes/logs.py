@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.responses import PlainTextResponse
 
 from api.deps import JobDep, OptunaStorageDep, SettingsDep
@@ -43,16 +43,17 @@ def read_tail(path: FilePath, limit: int = LOG_TAIL_BYTES) -> tuple[str, bool]:
 
 @router.get(
     "/{job_id}/trials/{number}/log",
-    response_class=PlainTextResponse,
+    response_class=Response,
     summary="The tail of a program trial's log",
-    responses=error_responses(404),
+    responses={200: {"content": {"text/plain": {}}, "description": "the log's last 64 KiB"}}
+    | error_responses(404),
 )
 def get_trial_log(
     job: JobDep,
     number: Annotated[int, Path(ge=0, le=2**31 - 1)],
     storage: OptunaStorageDep,
     settings: SettingsDep,
-) -> PlainTextResponse:
+) -> Response:
     """The last 64 KiB of the trial's stdout and stderr (``X-Log-Truncated: true`` when
     cut). Only trials of program jobs have a log, served where the API shares the worker's
     ``ADAMTUNE_PROGRAM_LOG_DIR``."""
@@ -77,4 +78,5 @@ def get_trial_log(
             "API and the workers the same ADAMTUNE_PROGRAM_LOG_DIR on a shared folder",
         )
     text, cut = read_tail(path)
-    return PlainTextResponse(text, headers={"X-Log-Truncated": "true" if cut else "false"})
+    headers = {"X-Log-Truncated": "true" if cut else "false"}
+    return PlainTextResponse(text, headers=headers)
