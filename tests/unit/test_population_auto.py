@@ -101,8 +101,9 @@ def test_cpu_sizing_doubles_until_the_gain_stops(monkeypatch: pytest.MonkeyPatch
     choice = size_population(get("regression_mlp"), SETTINGS, limit=1024)
     assert measured == [1, 2, 4, 8] and choice.size == 4
     assert choice.reason.startswith(
-        f"population auto on cpu (cpu, {torch.get_num_threads()} threads): K=4;"
+        f"population auto on cpu (cpu, {torch.get_num_threads()} thread"
     )
+    assert "): K=4; K=8 gained +4% throughput over K=4" in choice.reason
     assert choice.trial_attrs(SETTINGS)["population_reason"] == choice.reason
 
 

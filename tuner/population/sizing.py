@@ -196,7 +196,8 @@ def _device_limits(settings: TrainSettings, limit: int) -> tuple[int, int | None
         free, _ = torch.cuda.mem_get_info(device)
         return limit, int(free), "cuda"
     threads = torch.get_num_threads()
-    return min(limit, MEMBERS_PER_THREAD * threads), _available_ram(), f"cpu, {threads} threads"
+    where = f"cpu, {threads} thread{'' if threads == 1 else 's'}"
+    return min(limit, MEMBERS_PER_THREAD * threads), _available_ram(), where
 
 
 def size_population(
