@@ -190,3 +190,21 @@ def test_a_worker_measures_once_per_job_and_records_why_as_an_event(
         assert [(e.message, e.worker_id) for e in recorded] == [(tags["population_reason"], "w1")]
     finally:
         runtime.close()
+
+
+@pytest.mark.parametrize("value", [0, 2000, "big", 2.5])
+def test_a_bad_population_says_both_forms_in_one_message(value: object) -> None:
+    from tuner.spec import JobFileError, parse_job
+
+    with pytest.raises(JobFileError) as err:
+        parse_job({"workload": "regression_mlp", "population": value})
+    assert str(err.value) == (
+        "population: must be a whole number from 1 to 1024 (trials trained at once) or 'auto' "
+        f"(the worker sizes it to its device); got {value!r}"
+    )
+
+
+def test_population_and_precision_defaults_keep_todays_behaviour() -> None:
+    spec = JobSpec(workload="regression_mlp")
+    assert (spec.population, spec.precision) == (1, "auto")
+    assert JobSpec(workload="regression_mlp", population="auto").population == "auto"
