@@ -17,12 +17,14 @@ from tuner.recommend import NoCompletedTrialsError
 from tuner.search import (
     ROLE_BASELINE,
     ROLE_LADDER,
+    ROLE_REFERENCE,
     ROLE_SCHEDULE,
     ROLE_SWEEP,
     StudyConflictError,
     config_from_trial,
     make_pruner,
     open_study,
+    seeded_trials,
 )
 from tuner.space import DEFAULT_LR, ResolvedSpace, resolve_space, schedule_suggestion_params
 from tuner.spec import JobSpec
@@ -315,3 +317,42 @@ def test_stored_curves_are_thinned_but_keep_their_end() -> None:
     thinned = thin_curve(curve, limit=200)
     assert len(thinned) == 200 and thinned[0] == [1, 1.0] and thinned[-1] == [1000, 1.0 / 1000]
     assert thin_curve(curve[:5]) == [[s, v] for s, v in curve[:5]]
+
+
+# ---------------------------------------------------------------- tuning-free references
+
+
+def test_references_build_their_own_optimizers_and_schedule_free_evaluates_averaged() -> None:
+    import schedulefree
+    import torch
+    from prodigyopt import Prodigy
+
+    from tuner.optim import OptimConfig, build_optimizer, evaluation_weights
+
+    model = torch.nn.Linear(3, 1)
+    sf = build_optimizer(model, OptimConfig.reference("schedulefree"))
+    assert isinstance(sf, schedulefree.AdamWScheduleFree) and sf.param_groups[0]["lr"] == 0.0025
+    for _ in range(3):
+        sf.zero_grad()
+        model(torch.ones(4, 3)).pow(2).mean().backward()
+        sf.step()
+    trained = model.weight.detach().clone()
+    with evaluation_weights(sf):
+        averaged = model.weight.detach().clone()
+    assert not torch.equal(trained, averaged)  # eval() moved to the averaged weights ...
+    assert torch.equal(model.weight.detach(), trained)  # ... and train() moved back
+    prodigy = OptimConfig.reference("prodigy")
+    assert isinstance(build_optimizer(model, prodigy), Prodigy) and prodigy.schedule == "cosine"
+    with pytest.raises(ValueError, match="'schedulefree' or 'prodigy'"):
+        OptimConfig.reference("lion")
+
+
+def test_references_are_seeded_by_default_from_15_trials_and_can_be_turned_off() -> None:
+    spec = job(budget={"trials": 20, "steps_per_trial": 30, "eval_every": 10})
+    space = resolve_space(spec, LR_RANGE)
+    refs = [a.get("reference") for _, a in seeded_trials(spec, space, LR_RANGE)
+            if a["role"] == ROLE_REFERENCE]
+    assert refs == ["schedulefree", "prodigy"]
+    off = job(budget={"trials": 20, "steps_per_trial": 30, "eval_every": 10}, references=[])
+    assert all(a["role"] != ROLE_REFERENCE for _, a in seeded_trials(off, space, LR_RANGE))
+    assert not any(a["role"] == ROLE_REFERENCE for _, a in seeded_trials(job(), space, LR_RANGE))
