@@ -84,6 +84,16 @@ def _claimable(workloads: list[str], max_attempts: int) -> Any:
     return and_(or_(Job.status == JobStatus.QUEUED, lease_expired), Job.workload.in_(workloads))
 
 
+def _oldest_claimable(workloads: list[str], max_attempts: int, limit: int) -> Any:
+    """The ``limit`` oldest claimable jobs (:func:`_claimable`): id, status, sweep holder."""
+    return (
+        select(Job.id, Job.status, Job.sweep_worker_id)
+        .where(_claimable(workloads, max_attempts))
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+    )
+
+
 def _lease(s: Session, row: Any, worker_id: str, lease_seconds: float, *where: Any) -> bool:
     """``queued``/``sweeping`` → ``sweeping``, leased to ``worker_id``; records the claim."""
     if row.status == JobStatus.SWEEPING:
@@ -136,11 +146,7 @@ def _claim_sweep_postgres(
     s: Session, worker_id: str, workloads: list[str], lease_seconds: float, max_attempts: int
 ) -> Job | None:
     row = s.execute(
-        select(Job.id, Job.status, Job.sweep_worker_id)
-        .where(_claimable(workloads, max_attempts))
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+        _oldest_claimable(workloads, max_attempts, 1).with_for_update(skip_locked=True)
     ).one_or_none()
     if row is None or not _lease(s, row, worker_id, lease_seconds):
         return None
@@ -150,12 +156,7 @@ def _claim_sweep_postgres(
 def _claim_sweep_cas(
     s: Session, worker_id: str, workloads: list[str], lease_seconds: float, max_attempts: int
 ) -> Job | None:
-    rows = s.execute(
-        select(Job.id, Job.status, Job.sweep_worker_id)
-        .where(_claimable(workloads, max_attempts))
-        .order_by(Job.created_at, Job.id)
-        .limit(CLAIM_CANDIDATES)
-    ).all()
+    rows = s.execute(_oldest_claimable(workloads, max_attempts, CLAIM_CANDIDATES)).all()
     for row in rows:
         if _lease(s, row, worker_id, lease_seconds, _claimable(workloads, max_attempts)):
             return _claimed(s, row.id)

@@ -97,6 +97,11 @@ def heartbeat(
         values["current_job_id"] = current_job_id
     if device_info is not UNCHANGED:
         values["device_info"] = device_info
+    return _update_worker(s, worker_id, values)
+
+
+def _update_worker(s: Session, worker_id: str, values: dict[str, Any]) -> bool:
+    """Write ``values`` to the worker's row; False if it is not registered."""
     stmt = (
         update(Worker)
         .where(Worker.id == worker_id)
@@ -115,13 +120,7 @@ def set_status(s: Session, worker_id: str, status: str) -> bool:
     values: dict[str, Any] = {"status": status}
     if status in ("stopped", "lost"):
         values["current_job_id"] = None
-    stmt = (
-        update(Worker)
-        .where(Worker.id == worker_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    return _update_worker(s, worker_id, values)
 
 
 def mark_stopped(s: Session, worker_id: str) -> bool:
