@@ -4,43 +4,28 @@ on sequence tasks. Every data set comes from a fixed seed, whatever the trial's 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from functools import cached_property
+from abc import abstractmethod
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
+from tuner.workloads.base import InMemoryWorkload
 
 from .data import Split, generator, split
 
 
-class _Generated(ABC):
-    """Shuffled minibatches of a fixed generated split, one validation batch."""
+class _Generated(InMemoryWorkload):
+    """A fixed generated split: the last ``n_val`` examples validate."""
 
-    name = ""
-    description = ""
-    vmappable = True
-    batch_size = 64
     n_val = 500
 
     @abstractmethod
     def examples(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All (inputs, targets), generated from a fixed seed."""
 
-    @cached_property
-    def _data(self) -> Split:
+    def load_split(self) -> Split:
         return split(*self.examples(), self.n_val)
-
-    def train_batches(self, seed: int) -> Iterator[Batch]:
-        x, y, _, _ = self._data
-        return endless_shuffled(x, y, self.batch_size, seed)
-
-    def val_batches(self) -> list[Batch]:
-        _, _, xv, yv = self._data
-        return fixed_batches(xv, yv, len(yv))
 
 
 class DeepNarrowGELU(_Generated):

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from functools import cached_property
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
+from tuner.workloads.base import InMemoryWorkload
 
 from .data import Split, split
 
 
-class DigitsCNN:
+class DigitsCNN(InMemoryWorkload):
     name = "digits_cnn"
     description = ("sklearn digits as 1x8x8 images, CNN conv3x3(8)-ReLU-conv3x3(16)-ReLU-"
                    "maxpool-linear(10), cross-entropy")
-    vmappable = True
-    batch_size = 64
 
-    @cached_property
-    def _data(self) -> Split:
+    def load_split(self) -> Split:
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
@@ -36,14 +30,6 @@ class DigitsCNN:
             nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
         )
-
-    def train_batches(self, seed: int) -> Iterator[Batch]:
-        x, y, _, _ = self._data
-        return endless_shuffled(x, y, self.batch_size, seed)
-
-    def val_batches(self) -> list[Batch]:
-        _, _, xv, yv = self._data
-        return fixed_batches(xv, yv, len(yv))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)

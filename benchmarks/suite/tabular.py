@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from functools import cached_property
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import Batch, endless_shuffled, fixed_batches
+from tuner.workloads.base import InMemoryWorkload
 
 from .data import Split, generator, noisy_labels, sklearn_set, split
 
 
-class _Tabular(ABC):
-    """A fixed split, shuffled minibatches of ``batch_size``, one validation batch."""
-
-    name = ""
-    description = ""
-    vmappable = True
-    batch_size = 64
-
-    @cached_property
-    def _data(self) -> Split:
-        return self.load()
-
-    @abstractmethod
-    def load(self) -> Split:
-        """The fixed (train x, train y, validation x, validation y) split."""
-
-    def train_batches(self, seed: int) -> Iterator[Batch]:
-        x, y, _, _ = self._data
-        return endless_shuffled(x, y, self.batch_size, seed)
-
-    def val_batches(self) -> list[Batch]:
-        _, _, xv, yv = self._data
-        return fixed_batches(xv, yv, len(yv))
-
-
-class WineLogistic(_Tabular):
+class WineLogistic(InMemoryWorkload):
     name = "wine_logreg"
     description = ("sklearn wine (178 x 13, 3 classes, 20% of labels redrawn at random: the data "
                    "are separable otherwise), multinomial logistic regression")
     batch_size = 32
 
-    def load(self) -> Split:
+    def load_split(self) -> Split:
         from sklearn.datasets import load_wine
 
         xt, yt, xv, yv = sklearn_set(load_wine, 58, classification=True)
@@ -60,11 +31,11 @@ class WineLogistic(_Tabular):
         return F.cross_entropy(outputs, targets)
 
 
-class BreastCancerTanh(_Tabular):
+class BreastCancerTanh(InMemoryWorkload):
     name = "breast_cancer_tanh"
     description = "sklearn breast_cancer (569 x 30, 2 classes), tanh MLP 30-64-64-2"
 
-    def load(self) -> Split:
+    def load_split(self) -> Split:
         from sklearn.datasets import load_breast_cancer
 
         return sklearn_set(load_breast_cancer, 169, classification=True)
@@ -78,12 +49,12 @@ class BreastCancerTanh(_Tabular):
         return F.cross_entropy(outputs, targets)
 
 
-class DiabetesWideReLU(_Tabular):
+class DiabetesWideReLU(InMemoryWorkload):
     name = "diabetes_wide_relu"
     description = ("sklearn diabetes (442 x 10, standardised target), over-parameterised ReLU "
                    "MLP 10-256-256-1, MSE: overfits fast, so a small lr wins")
 
-    def load(self) -> Split:
+    def load_split(self) -> Split:
         from sklearn.datasets import load_diabetes
 
         return sklearn_set(load_diabetes, 142, classification=False)
@@ -97,12 +68,12 @@ class DiabetesWideReLU(_Tabular):
         return F.mse_loss(outputs, targets)
 
 
-class NoisyBlobsTanh(_Tabular):
+class NoisyBlobsTanh(InMemoryWorkload):
     name = "noisy_blobs_tanh"
     description = ("generated: 5 Gaussian classes in 20-d, 20% of labels flipped at random, "
                    "tanh MLP 20-64-5")
 
-    def load(self) -> Split:
+    def load_split(self) -> Split:
         gen = generator(7)
         n, d, k = 2000, 20, 5
         centres = torch.randn(k, d, generator=gen) * 1.2
