@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from adamtune.cli.processes import Children, adamtune_command, free_port, wait_http_ok
 from tuner.db import keys
-from tuner.db.engine import make_engine, make_session_factory, transaction, upgrade
+from tuner.db.engine import temporary_postgres_database, upgrade
 
 log = logging.getLogger("load")
 
@@ -208,24 +206,8 @@ def database(args: argparse.Namespace, workdir: Path) -> Iterator[str]:
     if not args.postgres:
         yield f"sqlite:///{workdir / 'load.db'}"
         return
-    admin = create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
-    name = f"adamtune_load_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def new_key(url: str) -> str:
-    engine = make_engine(url)
-    with transaction(make_session_factory(engine)) as session:
-        _, plaintext = keys.create_key(session, "load")
-    engine.dispose()
-    return plaintext
+    with temporary_postgres_database(POSTGRES_SERVER, "adamtune_load") as url:
+        yield url
 
 
 def wait_workers(base: str, key: str, count: int, timeout: float) -> None:
@@ -326,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         args.backend = make_url(url).get_backend_name()
         upgrade(url)
-        key = new_key(url)
+        key = keys.create_key_at(url, "load")
         env = {
             "ADAMTUNE_DATABASE_URL": url,
             "ADAMTUNE_AUTH": "enabled",

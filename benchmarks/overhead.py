@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,8 +43,6 @@ from typing import Any
 import httpx
 import optuna
 import torch
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from torch import nn
 from torch.nn import functional as F
 
@@ -57,6 +54,7 @@ from tuner.db.engine import (
     make_engine,
     make_session_factory,
     optuna_storage,
+    temporary_postgres_database,
     transaction,
     upgrade,
 )
@@ -121,17 +119,8 @@ def sqlite_database() -> Iterator[str]:
 @contextmanager
 def postgres_database(server_url: str) -> Iterator[str]:
     """A fresh database on the server, dropped afterwards."""
-    server = make_url(server_url)
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"adamtune_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_postgres_database(server_url, "adamtune_bench") as url:
+        yield url
 
 
 # ------------------------------------------------------------------ per-trial overhead

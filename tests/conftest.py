@@ -9,13 +9,14 @@ Where PostgreSQL is unreachable the PostgreSQL run is skipped, saying why, unles
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from tuner.db.engine import temporary_postgres_database
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -42,22 +43,15 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database, dropped (with force) after the test."""
-    server = make_url(_postgres_server_url())
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"adamtune_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # any failure to reach or use the server means: no PostgreSQL
-        admin.dispose()
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _unavailable(f"cannot create a database at {server.render_as_string()}: {first_line}")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    server_url = _postgres_server_url()
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(temporary_postgres_database(server_url, "adamtune_test"))
+        except Exception as exc:  # any failure to reach or use the server means: no PostgreSQL
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            where = make_url(server_url).render_as_string()
+            _unavailable(f"cannot create a database at {where}: {first_line}")
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"], ids=["sqlite", "postgres"])

@@ -8,13 +8,14 @@ RDB storage lives in the same database: :func:`optuna_storage` opens it with the
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +35,7 @@ __all__ = [
     "make_session_factory",
     "optuna_storage",
     "prepare_optuna_tables",
+    "temporary_postgres_database",
     "transaction",
     "upgrade",
 ]
@@ -92,6 +94,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", POSTGRES_MAX_OVERFLOW)
     kwargs.setdefault("pool_recycle", 1800)
     return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps, **kwargs)
+
+
+@contextmanager
+def temporary_postgres_database(server_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a fresh, uniquely named database on the PostgreSQL server at
+    ``server_url``, dropped (with force) afterwards: for tests and benchmarks."""
+    server = make_url(server_url)
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception:
+        admin.dispose()
+        raise
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

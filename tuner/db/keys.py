@@ -13,6 +13,7 @@ import secrets
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tuner.db.engine import make_engine, make_session_factory, transaction
 from tuner.db.models import ApiKey
 from tuner.db.types import db_now
 
@@ -38,6 +39,17 @@ def create_key(s: Session, tenant: str) -> tuple[ApiKey, str]:
     s.add(key)
     s.flush()
     return key, plaintext
+
+
+def create_key_at(url: str, tenant: str) -> str:
+    """The plaintext of a new key for ``tenant`` in the database at ``url`` (committed)."""
+    engine = make_engine(url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            _, plaintext = create_key(session, tenant)
+    finally:
+        engine.dispose()
+    return plaintext
 
 
 def verify_key(s: Session, plaintext: str) -> ApiKey | None:
