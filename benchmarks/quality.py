@@ -26,9 +26,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
 from suite.methods import METHODS
 from suite.report import mean, multiplier_table
+from suite.runs import quiet_single_thread, refuse_selected_seed
 from suite.training import losses_on_seeds
 
 from tuner.workloads import get
@@ -89,8 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.trials, args.steps = min(args.trials, 10), min(args.steps, 150)
         args.workloads = args.workloads or list(QUICK_WORKLOADS)
     args.workloads = args.workloads or list(WORKLOADS)
-    if args.seed in args.unseen_seeds:
-        p.error(f"--seed {args.seed} is among --unseen-seeds: pick seeds it was not selected on")
+    refuse_selected_seed(p, args.seed, args.unseen_seeds)
     tag = "quick" if args.quick else "full"
     args.json = args.json or ROOT / "benchmarks" / "results" / f"quality_multiplier_{tag}.json"
     return args
@@ -98,10 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for noisy in ("optuna", "tuner"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    torch.set_num_threads(1)
+    quiet_single_thread()
     started = time.time()
     runner = suite_runner()
     results = [run_workload(name, args, runner) for name in args.workloads]

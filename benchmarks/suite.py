@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from suite import get, names
 from suite.methods import METHODS, generic_search, random_sampler, tpe_sampler
 from suite.report import mean, multiplier_table, plot, promise_table, steps_table, table
+from suite.runs import quiet_single_thread, refuse_selected_seed
 from suite.training import losses_on_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,8 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.workloads = args.workloads or list(QUICK_WORKLOADS)
         args.grid_points = min(args.grid_points, 6)
     args.workloads = args.workloads or names()
-    if args.seed in args.unseen_seeds:
-        p.error(f"--seed {args.seed} is among --unseen-seeds: pick seeds it was not selected on")
+    refuse_selected_seed(p, args.seed, args.unseen_seeds)
     tag = "_quick" if args.quick else ("" if args.trials == 30 else f"_{args.trials}")
     args.json = args.json or ROOT / "benchmarks" / "results" / f"suite{tag}.json"
     args.plot = args.plot or ROOT / "docs" / "img" / f"suite{tag}.png"
@@ -154,10 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for noisy in ("optuna", "tuner"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    torch.set_num_threads(1)  # tiny models: threads only contend
+    quiet_single_thread()
     if args.report is not None:
         saved = json.loads(args.report.read_text())
         report(saved["results"], saved["args"], args.plot, args.multiplier)
