@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,  # openapi.install_docs serves /docs from local files; no ReDoc (a CDN)
+        redoc_url=None,
     )
     engine = make_engine(settings.database_url)
     app.state.settings = settings
@@ -84,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     metrics.install(app, app.state.session_factory, settings.grace_period)
     openapi.install(app, settings)
+    openapi.install_docs(app)
     return app

@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import openapi
 from tuner.db import keys
 from tuner.db.engine import StoreError, StoreUnavailable, translate_error
 from tuner.db.models import DEFAULT_TENANT, ApiKey
@@ -262,7 +263,7 @@ async def _refuse(
 def docs_paths(app: FastAPI) -> set[str]:
     """The OpenAPI document and its viewers, open so that /docs can show Authorize."""
     paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    return {p for p in paths if p}
+    return {p for p in paths if p} | openapi.DOCS_PATHS
 
 
 def install(app: FastAPI) -> None:

@@ -43,8 +43,9 @@ OPEN = {
     "/metrics",
     "/openapi.json",
     "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
+    "/docs-assets/swagger-ui-bundle.js",  # Swagger UI's own files, served locally
+    "/docs-assets/swagger-ui.css",
+    "/docs-assets/favicon-32x32.png",
 }
 SENTINEL_JOB = "jobidthatdoesnotexist"
 
