@@ -193,6 +193,18 @@ class Budget(_Strict):
         return self
 
 
+def _what_names(field: str) -> str:
+    """What a job's ``workload`` or ``program`` must name, for the error that refuses one."""
+    if field == "program":
+        return ("a job names a program that a worker was configured to run (adamtune worker "
+                "--program NAME=...), never a command; names are letters, digits, '_', '.', "
+                "'-' (GET /v1/workers lists them)")
+    from tuner.workloads import names
+
+    return ("a job names an installed workload (letters, digits, '_', '.', '-'), never an "
+            f"import path or a file; known workloads: {', '.join(names())}")
+
+
 class JobSpec(_Strict):
     """The body of ``POST /v1/jobs`` and the content of a job file.
 
@@ -236,31 +248,15 @@ class JobSpec(_Strict):
         "15 trials up, [] to turn them off",
     )
 
-    @field_validator("workload", mode="before")
+    @field_validator("workload", "program", mode="before")
     @classmethod
-    def _workload_name(cls, workload: Any) -> Any:
-        """Say why an import path or a file is refused, before the bare pattern error would."""
-        if isinstance(workload, str) and workload and not WORKLOAD_NAME.match(workload):
-            from tuner.workloads import names
-
-            raise ValueError(
-                f"{workload[:100]!r} is not a workload name: a job names an installed workload "
-                "(letters, digits, '_', '.', '-'), never an import path or a file; known "
-                f"workloads: {', '.join(names())}"
-            )
-        return workload
-
-    @field_validator("program", mode="before")
-    @classmethod
-    def _program_name(cls, program: Any) -> Any:
-        """A program is named, never given as a command: say so before the pattern error."""
-        if isinstance(program, str) and program and not WORKLOAD_NAME.match(program):
-            raise ValueError(
-                f"{program[:100]!r} is not a program name: a job names a program that a worker "
-                "was configured to run (adamtune worker --program NAME=...), never a command; "
-                "names are letters, digits, '_', '.', '-' (GET /v1/workers lists them)"
-            )
-        return program
+    def _named(cls, value: Any, info: ValidationInfo) -> Any:
+        """A workload or a program is named, never an import path, a file or a command: say
+        so before the bare pattern error would."""
+        if isinstance(value, str) and value and not WORKLOAD_NAME.match(value):
+            field = info.field_name or "workload"
+            raise ValueError(f"{value[:100]!r} is not a {field} name: {_what_names(field)}")
+        return value
 
     @model_validator(mode="after")
     def _workload_or_program(self) -> JobSpec:
