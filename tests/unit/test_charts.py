@@ -112,7 +112,6 @@ def test_linear_ticks_are_round_and_trial_numbers_integers() -> None:
 
 def test_best_so_far_follows_the_direction() -> None:
     assert charts.best_so_far([3, 1, 2, 0]) == [3, 1, 1, 0]
-    assert charts.best_so_far([1, 3, 2], maximize=True) == [1, 3, 3]
 
 
 def test_trials_chart_switches_to_a_log_axis_for_wide_ranges() -> None:
