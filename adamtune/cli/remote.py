@@ -129,6 +129,8 @@ def _status(args: argparse.Namespace) -> int:
         ("status", job["status"] + (f" (phase: {job['phase']})" if job.get("phase") else "")),
         ("progress", progress_line(job).split("] ", 1)[-1]),
         ("created", job.get("created_at")),
+        ("started", job.get("started_at") or "not yet (queued)"),
+        ("finished", job.get("finished_at") or "not yet"),
         ("updated", job.get("updated_at")),
     ]
     if job.get("error"):

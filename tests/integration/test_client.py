@@ -186,12 +186,24 @@ def test_cli_status_and_recommendation_formats(
     assert cli(["status", finished.job_id, "--url", base_url]) == 0
     out = capsys.readouterr().out
     assert "completed" in out and "12/12 trials" in out
+    job = Client(base_url).get(finished.job_id)
+    rows = dict(line.split(None, 1) for line in out.splitlines())
+    assert rows["started"] == job["started_at"] and rows["finished"] == job["finished_at"]
     assert cli(["recommendation", finished.job_id, "--url", base_url, "--format", "python"]) == 0
     assert capsys.readouterr().out.strip() == SNIPPET.strip()
     assert cli(["recommendation", finished.job_id, "--url", base_url, "--format", "yaml"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["optimizer"] == "adamw"
     assert cli(["recommendation", finished.job_id, "--url", base_url]) == 0
     assert '"optimizer": "adamw"' in capsys.readouterr().out
+
+
+def test_cli_status_of_a_queued_job_says_not_started(
+    client: Client, base_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = client.submit(SMALL_JOB)
+    assert cli(["status", job["id"], "--url", base_url]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert rows["started"] == "not yet (queued)" and rows["finished"] == "not yet"
 
 
 def test_cli_submit_prints_the_id_and_cancel_cancels(
