@@ -9,11 +9,18 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentTenant, JobDep, SessionDep, SettingsDep, job_or_404
+from api.deps import (
+    CurrentTenant,
+    JobDep,
+    OptunaStorageDep,
+    SessionDep,
+    SettingsDep,
+    job_or_404,
+)
 from api.errors import UnprocessableJob, field_error
 from api.schemas import JobEventPublic, JobEventsPublic, JobPublic, JobsPublic, error_responses
 from tuner import workloads
-from tuner.db import events, jobs, workers
+from tuner.db import events, jobs, optuna_store, workers
 from tuner.db.engine import transaction
 from tuner.db.models import ACTIVE_JOB_STATUSES
 from tuner.db.status import JobStatus
@@ -21,6 +28,7 @@ from tuner.settings import Settings
 from tuner.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+CANCELLED_REASON = "the job was cancelled"
 REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"model": JobPublic, "description": "replay of an idempotent request"}
 }
@@ -146,11 +154,16 @@ def _read_job(session_factory: Callable[[], Session], job_id: str, tenant: str) 
     summary="Cancel a job",
     responses=error_responses(404, 409),
 )
-def cancel_job(job: JobDep, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
-    """Cancel a queued or running job; workers stop its trials at their next check."""
+def cancel_job(
+    job: JobDep, session: SessionDep, tenant: CurrentTenant, storage: OptunaStorageDep
+) -> JobPublic:
+    """Cancel a queued or running job; workers stop its trials at their next check, and its
+    enqueued trials that no worker started end now (failed, reason: the job was cancelled)."""
     if job.status in ACTIVE_JOB_STATUSES:
         job = jobs.request_cancel(session, job.id, tenant) or job
         if job.status == JobStatus.CANCELLED:
+            session.commit()  # the cancel first; SQLite allows one writer (Optuna's is next)
+            optuna_store.fail_waiting_trials(storage, job.study_name, CANCELLED_REASON)
             return JobPublic.of(job)
     raise HTTPException(
         status_code=409,

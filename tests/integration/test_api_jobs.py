@@ -192,3 +192,30 @@ def test_events_of_an_unknown_job_are_a_404(client: TestClient) -> None:
     r = client.get("/v1/jobs/nope/events")
     assert r.status_code == 404
     assert "job nope not found" in r.json()["detail"]
+
+
+def test_cancel_fails_the_enqueued_trials_with_the_reason(
+    client: TestClient, migrated_url: str
+) -> None:
+    import optuna
+
+    from tuner.db.engine import optuna_storage
+
+    job_id = client.post("/v1/jobs", json=job_body()).json()["id"]
+    in_store(migrated_url, lambda s: jobs.transition(s, job_id, "queued", "sweeping"))
+    study_name = jobs.study_name_for(job_id)
+    storage = optuna_storage(migrated_url)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        study.enqueue_trial({"lr": 1e-3})
+        study.enqueue_trial({"lr": 3e-3})
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        states = sorted(t.state.name for t in trials)
+        assert states == ["COMPLETE", "FAIL", "FAIL"]
+        failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        assert all(t.user_attrs["reason"] == "the job was cancelled" for t in failed)
+        assert all(t.datetime_complete is not None for t in failed)
+    finally:
+        storage.engine.dispose()

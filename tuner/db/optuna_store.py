@@ -10,6 +10,8 @@ run against a real ``RDBStorage``):
 - raw reads and writes of Optuna's tables: RUNNING trials that never got a heartbeat row
   (:func:`running_trials_without_heartbeat`), and a user attribute written to a trial that
   is already finished (:func:`record_reason_of_finished_trial`).
+
+:func:`fail_waiting_trials` ends a cancelled job's enqueued trials (public API only).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import json
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import String, cast, column, delete, insert, select, table
 from sqlalchemy.orm import Session
 
@@ -101,3 +104,24 @@ def record_reason_of_finished_trial(
                 trial_id=trial_id, key=REASON_ATTR, value_json=json.dumps(reason)
             )
         )
+
+
+def fail_waiting_trials(storage: optuna.storages.BaseStorage, study_name: str, reason: str) -> int:
+    """Fail the study's WAITING (enqueued, never started) trials with ``reason``; how many.
+
+    No worker asks a trial of a cancelled job, so its enqueued trials would wait forever.
+    A study not created yet has none. A trial a worker took meanwhile is left to that worker.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    failed = 0
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
+        failed += 1
+    return failed
