@@ -52,6 +52,7 @@ def train_program_trial(
     )
     if runner.last_run is not None:
         trial.set_user_attr("log", str(runner.last_run.log_path))
+        trial.set_user_attr("pid", runner.last_run.pid)  # checkable: the child is gone after
     return record_result(trial, result)
 
 

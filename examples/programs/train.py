@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
 from collections.abc import Iterator
 
 import torch
@@ -86,6 +88,11 @@ def train(args: argparse.Namespace) -> None:
         optimizer.step()
         scheduler.step()
         trial.report(step, loss=step_loss)  # the LR range test and the divergence test read it
+        if step == args.crash_at:  # fault injection for tests: a crash, a hang
+            raise RuntimeError(f"--crash-at {step}: crashing on purpose")
+        if step == args.hang_at:
+            print(f"--hang-at {step}: hanging on purpose", file=sys.stderr, flush=True)
+            time.sleep(10**6)
         if trial.phase != "sweep" and (step + 1) % eval_every == 0:
             trial.report(step, val_loss=evaluate(model, xv, yv))  # may raise adamtune.Pruned
         if trial.should_stop(step):
@@ -100,6 +107,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--accumulate", type=int, default=1, help="micro-batches per step")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crash-at", type=int, help="raise at this step (to test failures)")
+    parser.add_argument("--hang-at", type=int, help="sleep forever at this step (time limits)")
     try:
         train(parser.parse_args())
     except adamtune.Pruned as exc:

@@ -207,3 +207,25 @@ def test_an_asked_trial_is_trained_by_the_program_and_recorded(runner: ProgramRu
     assert done.user_attrs["config"]["lr"] == 1e-3
     assert [s for s, _ in done.user_attrs["curve"]] == [10, 20]
     assert Path(done.user_attrs["log"]).name == "digits-trial-0.log"
+    assert done.user_attrs["pid"] == runner.last_run.pid and _gone(done.user_attrs["pid"])
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("--crash-at", "RuntimeError: --crash-at 5: crashing on purpose"),
+        ("--hang-at", "--hang-at 5: hanging on purpose"),
+    ],
+)
+def test_the_example_crashing_or_hanging_fails_its_trial_with_the_tail(
+    runner: ProgramRunner, option: str, expected: str
+) -> None:
+    """train.py's fault options: the trial fails with the reason and stderr tail, pid gone."""
+    limit = 120.0 if option == "--crash-at" else 30.0  # the import of torch takes seconds
+    program = _program(sys.executable, TRAIN, option, "5", time_limit=limit, grace=0.5)
+    result = runner.run_trial(program, OptimConfig(), TrainSettings(20, 10, 0), number=1)
+    assert result.state == "failed"
+    reason = result.reason or ""
+    assert ("exited with code 1" if option == "--crash-at" else "time limit of 30s") in reason
+    assert "stderr tail:" in reason and expected in reason
+    assert runner.last_run is not None and _gone(runner.last_run.pid)
