@@ -38,8 +38,9 @@ def _start(service: Service, tmp_path: Path) -> None:
     service.start_api(env=env)
     for name in ("worker-a", "worker-b"):
         service.start_worker(name, "--program", PROGRAM, env=env)
-    wait_until(lambda: sum(w["alive"] for w in _workers(service)) == 2, 90,
-               "both workers registered")
+    wait_until(
+        lambda: sum(w["alive"] for w in _workers(service)) == 2, 90, "both workers registered"
+    )
 
 
 def _workers(service: Service) -> list[dict]:
@@ -47,9 +48,7 @@ def _workers(service: Service) -> list[dict]:
     return data
 
 
-def test_a_program_job_completes_with_a_recommendation(
-    service: Service, tmp_path: Path
-) -> None:
+def test_a_program_job_completes_with_a_recommendation(service: Service, tmp_path: Path) -> None:
     _start(service, tmp_path)
     client = service.client()
     workers = _workers(service)
@@ -78,6 +77,9 @@ def test_a_program_job_completes_with_a_recommendation(
     log = httpx.get(f"{service.api_url}/v1/jobs/{job['id']}/trials/{trials[0]['number']}/log")
     assert log.status_code == 200, log.text
     assert log.headers["x-log-truncated"] == "false"
+    page = httpx.get(f"{service.api_url}/jobs/{job['id']}")
+    assert page.status_code == 200  # the job page links each best trial's log
+    assert any(f'href="/v1/jobs/{job["id"]}/trials/{t["number"]}/log"' in page.text for t in trials)
 
     rec = client.recommendation(job["id"])
     assert rec["final"] is True
