@@ -20,7 +20,7 @@ from api.deps import get_tenant, optuna_storage_of
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.routes import health, jobs, logs, pages, plots, results, workers, workloads
 from api.schemas import error_responses
-from tuner.db.engine import make_engine, make_session_factory
+from tuner.db.engine import make_engine, make_session_factory, sqlite_path_problem
 from tuner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # openapi.install_docs serves /docs from local files; no ReDoc (a CDN)
         redoc_url=None,
     )
+    problem = sqlite_path_problem(settings.database_url)
+    if problem:
+        log.error("%s", problem)
     engine = make_engine(settings.database_url)
     app.state.settings = settings
     app.state.engine = engine

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import openapi
 from tuner.db import keys
-from tuner.db.engine import StoreError, StoreUnavailable, translate_error
+from tuner.db.engine import StoreError, StoreUnavailable, sqlite_path_problem, translate_error
 from tuner.db.models import DEFAULT_TENANT, ApiKey
 from tuner.settings import Settings
 
@@ -194,8 +194,9 @@ class ApiKeyMiddleware:
             return
         except StoreUnavailable as exc:
             log.warning("auth: store unavailable: %s", exc)
-            detail = "the database is unavailable or busy; retry in a few seconds"
-            await _refuse(scope, send, 503, detail, None, retry_after=True)
+            problem = sqlite_path_problem(self.settings.database_url)
+            detail = problem or "the database is unavailable or busy; retry in a few seconds"
+            await _refuse(scope, send, 503, detail, None, retry_after=not problem)
             return
         except StoreError:
             log.exception("auth: store error on %s", scope["path"])

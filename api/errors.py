@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.middleware import request_id_of
 from tuner import spec
-from tuner.db.engine import StoreConflict, StoreError, StoreUnavailable
+from tuner.db.engine import StoreConflict, StoreError, StoreUnavailable, sqlite_path_problem
 
 log = logging.getLogger(__name__)
 UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's words, for any cause
@@ -111,6 +111,9 @@ def _unparsed_body(cause: BaseException | None) -> str:
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    problem = sqlite_path_problem(request.app.state.settings.database_url)
+    if problem:  # retrying cannot help: say what to fix
+        return JSONResponse(status_code=503, content={"detail": problem})
     detail = "the database is unavailable or busy; retry in a few seconds"
     return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "5"})
 

@@ -22,6 +22,7 @@ from tuner.db.engine import (
     make_session_factory,
     normalise_url,
     prepare_optuna_tables,
+    sqlite_path_problem,
     transaction,
     upgrade,
 )
@@ -43,6 +44,10 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
     a study, so the API's trials and dashboard routes work on a fresh database.
     """
     url = Settings().database_url
+    problem = sqlite_path_problem(url)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         upgrade(url)
         prepare_optuna_tables(url)

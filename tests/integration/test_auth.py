@@ -368,7 +368,9 @@ def test_store_outage_while_checking_a_key_is_503(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     with TestClient(create_app(Settings(database_url=url))) as client:
         r = client.get("/v1/jobs", headers={"X-API-Key": "adt_x"})
-    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    # a missing directory never heals: no Retry-After, the detail says what to create
+    assert r.status_code == 503 and "retry-after" not in r.headers
+    assert "missing-dir" in r.json()["detail"] and "mkdir -p" in r.json()["detail"]
 
 
 def test_keys_on_both_backends(migrated_url: str) -> None:

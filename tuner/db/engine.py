@@ -72,6 +72,23 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def sqlite_path_problem(url: str) -> str | None:
+    """Why a SQLite URL can never open (its directory is missing), with the fix; else None."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    directory = Path(database).expanduser().resolve().parent
+    if directory.is_dir():
+        return None
+    return (
+        f"the SQLite database {database!r} cannot be created: its directory {str(directory)!r} "
+        f"does not exist; create it (mkdir -p {directory}) or set ADAMTUNE_DATABASE_URL to a "
+        "path in an existing directory"
+    )
+
+
 def _enable_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers run beside one writer; the busy timeout makes writers wait, not fail."""
     cursor = dbapi_conn.cursor()
