@@ -43,7 +43,7 @@ from tuner.population import (
     can_vmap,
     run_population,
 )
-from tuner.train import TrainSettings, autocast, grad_scaler
+from tuner.train import TrainSettings, autocast, grad_scaler, validation_loss
 from tuner.workloads import get
 from tuner.workloads.base import Workload
 
@@ -79,17 +79,6 @@ def random_configs(n: int, steps: int, seed: int) -> list[OptimConfig]:
     ]
 
 
-@torch.no_grad()
-def validation_loss(model: torch.nn.Module, workload: Workload, device: torch.device) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in workload.val_batches():
-        total += workload.loss(model(x.to(device)), y.to(device)).item() * len(x)
-        count += len(x)
-    model.train()
-    return total / count
-
-
 def train_one(
     workload: Workload,
     cfg: OptimConfig,
@@ -122,7 +111,7 @@ def train_one(
         if monitor.update(step, loss.item()) is not None:
             return None
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            value = validation_loss(model, workload, dev)
+            value = validation_loss(model, workload, dev, precision="fp32")
             if not math.isfinite(value):
                 return None
     return value
