@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from tuner.db import keys
 from tuner.db.engine import (
     StoreError,
+    current_revision,
     make_engine,
     make_session_factory,
     normalise_url,
@@ -48,15 +49,23 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    if not getattr(args, "verbose", False):  # one line of outcome; -v shows Alembic's steps
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
+        before = current_revision(url)
         upgrade(url)
         prepare_optuna_tables(url)
+        after = current_revision(url)
     except (SQLAlchemyError, StoreError) as exc:
         first = str(exc).splitlines()[0]
         print(f"error: cannot migrate {_shown(url)}: {first}", file=sys.stderr)
         print("  check ADAMTUNE_DATABASE_URL and that the database server is up", file=sys.stderr)
         return 1
-    print(f"database {_shown(url)} is at the latest schema", file=sys.stderr)
+    if before == after:
+        print(f"database {_shown(url)} already at revision {after} (the latest)", file=sys.stderr)
+    else:
+        print(f"database {_shown(url)} upgraded to revision {after} (from {before or 'empty'})",
+              file=sys.stderr)
     return 0
 
 

@@ -6,6 +6,10 @@ worker has opened a study yet they must already exist, on SQLite and on PostgreS
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import optuna
 import pytest
 from fastapi.testclient import TestClient
@@ -64,3 +68,22 @@ def test_api_reads_optuna_on_a_fresh_database(upgraded_twice: str) -> None:
         assert listed.status_code == 200, listed.text
         assert listed.json()["study_summaries"] == []
         assert client.get("/v1/jobs", headers=auth).status_code == 200
+
+
+def _run_upgrade(url: str, *flags: str) -> list[str]:
+    env = {**os.environ, "ADAMTUNE_DATABASE_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-m", "adamtune", *flags, "db", "upgrade"],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+
+
+def test_db_upgrade_says_its_outcome_in_one_line(db_url: str) -> None:
+    """By default one line says what happened (not Alembic's ten INFO lines); -v shows them."""
+    first = _run_upgrade(db_url)
+    assert len(first) == 1 and "upgraded to revision" in first[0] and "from empty" in first[0]
+    again = _run_upgrade(db_url)
+    assert len(again) == 1 and "already at revision" in again[0], again
+    verbose = _run_upgrade(db_url, "-v")
+    assert any("alembic" in line for line in verbose), verbose

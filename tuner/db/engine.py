@@ -192,6 +192,21 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def current_revision(url: str) -> str | None:
+    """The adamtune migration the database is at (None: none applied yet)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"version_table": ALEMBIC_VERSION_TABLE}
+            )
+            return context.get_current_revision()
+    finally:
+        engine.dispose()
+
+
 def _optuna_engine_kwargs(url: str) -> dict[str, Any]:
     if is_sqlite(url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
