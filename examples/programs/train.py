@@ -88,9 +88,10 @@ def train(args: argparse.Namespace) -> None:
         optimizer.step()
         scheduler.step()
         trial.report(step, loss=step_loss)  # the LR range test and the divergence test read it
-        if step == args.crash_at:  # fault injection for tests: a crash, a hang
+        faulty = trial.phase != "sweep"  # fault injection for tests: a trial crashes or hangs
+        if faulty and step == args.crash_at:
             raise RuntimeError(f"--crash-at {step}: crashing on purpose")
-        if step == args.hang_at:
+        if faulty and step == args.hang_at:
             print(f"--hang-at {step}: hanging on purpose", file=sys.stderr, flush=True)
             time.sleep(10**6)
         if trial.phase != "sweep" and (step + 1) % eval_every == 0:

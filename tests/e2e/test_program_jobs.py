@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "programs" / "train.py"
 # The worker's own interpreter, so the child imports the same torch and adamtune.
 PROGRAM = f"digits={shlex.quote(sys.executable)} {shlex.quote(str(TRAIN))} --batch-size 32"
+CRASHING = PROGRAM.replace("digits=", "crashing=", 1) + " --crash-at 5"
 JOB_TIMEOUT_S = 240.0
 JOB = {
     "name": "digits program",
@@ -37,7 +38,7 @@ def _start(service: Service, tmp_path: Path) -> None:
     env = {"ADAMTUNE_PROGRAM_LOG_DIR": str(tmp_path / "program-logs")}  # shared with the API
     service.start_api(env=env)
     for name in ("worker-a", "worker-b"):
-        service.start_worker(name, "--program", PROGRAM, env=env)
+        service.start_worker(name, "--program", PROGRAM, "--program", CRASHING, env=env)
     wait_until(
         lambda: sum(w["alive"] for w in _workers(service)) == 2, 90, "both workers registered"
     )
@@ -53,8 +54,14 @@ def test_a_program_job_completes_with_a_recommendation(service: Service, tmp_pat
     client = service.client()
     workers = _workers(service)
     assert {w["id"]: w["programs"] for w in workers} == {
-        "worker-a": [{"name": "digits", "time_limit": None}],
-        "worker-b": [{"name": "digits", "time_limit": None}],
+        "worker-a": [
+            {"name": "digits", "time_limit": None},
+            {"name": "crashing", "time_limit": None},
+        ],
+        "worker-b": [
+            {"name": "digits", "time_limit": None},
+            {"name": "crashing", "time_limit": None},
+        ],
     }
     assert str(TRAIN) not in str(workers)  # a worker never shows its command
 
@@ -96,4 +103,22 @@ def test_a_job_naming_an_unknown_program_is_422_listing_digits(
         service.client().submit({**JOB, "program": "resnet"})
     assert refused.value.status == 422
     assert "no live worker offers program 'resnet'" in str(refused.value)
-    assert "programs offered: digits" in str(refused.value)
+    assert "programs offered: crashing, digits" in str(refused.value)
+
+
+def test_a_crashing_trial_fails_with_the_reason_and_log_tail_over_rest(
+    service: Service, tmp_path: Path
+) -> None:
+    _start(service, tmp_path)
+    client = service.client()
+    job = client.submit({**JOB, "program": "crashing", "budget": {**JOB["budget"], "trials": 2}})
+
+    def failed_trial() -> dict | None:
+        return next((t for t in client.trials(job["id"]) if t["state"] == "fail"), None)
+
+    trial = wait_until(failed_trial, JOB_TIMEOUT_S, "a failed trial")
+    assert "exited with code 1" in trial["reason"], trial
+    assert "RuntimeError: --crash-at 5: crashing on purpose" in trial["reason"]
+    log = httpx.get(f"{service.api_url}/v1/jobs/{job['id']}/trials/{trial['number']}/log")
+    assert log.status_code == 200 and "crashing on purpose" in log.text
+    client.cancel(job["id"])
