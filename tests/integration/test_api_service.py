@@ -43,8 +43,9 @@ def test_readiness_503_when_database_is_down(url: str) -> None:
 
 
 def test_store_outage_is_503_not_500(tmp_path: Path) -> None:
-    """A database that cannot be opened: requests get 503 with Retry-After."""
-    url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    """A database that cannot be opened (here: the path is a directory): 503 with Retry-After.
+    A missing directory is a configuration error instead: test_missing_sqlite_dir.py."""
+    url = f"sqlite:///{tmp_path}"
     with TestClient(create_app(Settings(database_url=url))) as client:
         r = client.get("/v1/jobs")
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
