@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -70,3 +71,13 @@ def migrated_url(db_url: str) -> str:
 
     upgrade(db_url)
     return db_url
+
+
+@pytest.fixture
+def sessions(migrated_url: str) -> Iterator[Any]:
+    """A session factory on ``migrated_url`` (its engine disposed afterwards)."""
+    from tuner.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(migrated_url)
+    yield make_session_factory(engine)
+    engine.dispose()

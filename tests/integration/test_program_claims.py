@@ -5,14 +5,13 @@ from __future__ import annotations
 import shlex
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tuner.db import claims, jobs, sweeps
-from tuner.db.engine import make_engine, make_session_factory, transaction
+from tuner.db.engine import transaction
 from tuner.db.models import Job
 from tuner.settings import Settings
 from tuner.spec import parse_job
@@ -23,13 +22,6 @@ from workers.runtime import Identity, Runtime
 from workers.sweep import sweep_and_save
 
 LEASE = 60.0
-
-
-@pytest.fixture
-def sessions(migrated_url: str) -> Iterator[Any]:
-    engine = make_engine(migrated_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _submit(sessions: Any, **target: str) -> str:
