@@ -87,8 +87,10 @@ def train(args: argparse.Namespace) -> None:
             step_loss += loss.item()
         optimizer.step()
         scheduler.step()
+        faulty = trial.phase != "sweep"  # fault injection for tests: crash, hang, diverge
+        if faulty and args.diverge_at is not None and step >= args.diverge_at:
+            step_loss = float("nan")  # the worker prunes the trial as diverged
         trial.report(step, loss=step_loss)  # the LR range test and the divergence test read it
-        faulty = trial.phase != "sweep"  # fault injection for tests: a trial crashes or hangs
         if faulty and step == args.crash_at:
             raise RuntimeError(f"--crash-at {step}: crashing on purpose")
         if faulty and step == args.hang_at:
@@ -110,10 +112,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crash-at", type=int, help="raise at this step (to test failures)")
     parser.add_argument("--hang-at", type=int, help="sleep forever at this step (time limits)")
+    parser.add_argument("--diverge-at", type=int, help="report a NaN loss from this step on")
+    parser.add_argument(
+        "--hang-when-pruned", action="store_true", help="sleep forever once pruned (no exit)"
+    )
+    args = parser.parse_args()
     try:
-        train(parser.parse_args())
+        train(args)
     except adamtune.Pruned as exc:
         print(f"adamtune pruned this trial: {exc}", flush=True)
+        if args.hang_when_pruned:  # a script that ignores being pruned: the worker must end it
+            print("--hang-when-pruned: hanging on purpose", file=sys.stderr, flush=True)
+            time.sleep(10**6)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
