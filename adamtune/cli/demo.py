@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adamtune.cli.local_service import StopRequested, prepare_database, start_service, supervised
 from adamtune.cli.processes import Children, free_port
-from adamtune.cli.supervisor import StopRequested, prepare_database, start_service, supervised
 from tuner.db.status import JobStatus
 
 EXAMPLE = Path("examples") / "digits.yaml"

@@ -2,7 +2,7 @@
 
 ``api`` serves the REST API with uvicorn; ``worker`` runs the worker loop on one device;
 ``up`` runs the whole service on one machine (migrations, the API, N workers) until Ctrl-C,
-with :mod:`adamtune.cli.supervisor` (which ``adamtune demo`` uses too).
+with :mod:`adamtune.cli.local_service` (which ``adamtune demo`` uses too).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import sys
 import time
 from typing import Any
 
-from adamtune.cli.output import say
-from adamtune.cli.processes import Children, port_is_free
-from adamtune.cli.supervisor import (
+from adamtune.cli.local_service import (
     local_auth_env,
     prepare_database,
     start_service,
     supervise,
     supervised,
 )
+from adamtune.cli.output import say
+from adamtune.cli.processes import Children, port_is_free
 
 log = logging.getLogger(__name__)
 
