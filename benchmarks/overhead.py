@@ -10,17 +10,21 @@
        check, budget count, ask, heartbeats, tell, progress and partial recommendation).
    Overhead per trial = time per trial - the in-memory time per trial; the ratio is
    adamtune's overhead divided by Optuna's (goal: <= 1.0).
-2. API latency: ``GET /v1/jobs/{id}`` with an API key (``ADAMTUNE_AUTH=enabled``) from 50
+2. Program trials: the same digits trial in process and as a child process running
+   ``examples/programs/train.py`` (``benchmarks/program_overhead.py``): wall time per
+   trial, the ratio, and the child's start-up against its training; no database.
+3. API latency: ``GET /v1/jobs/{id}`` with an API key (``ADAMTUNE_AUTH=enabled``) from 50
    concurrent clients on loopback against a real ``adamtune api`` (``--api-workers`` uvicorn
    processes), bounded by a request count and a time limit; p50 and p99.
 
-Both on SQLite and on PostgreSQL (``ADAMTUNE_BENCH_POSTGRES_URL``, default the test server;
+1 and 3 on SQLite and on PostgreSQL (``ADAMTUNE_BENCH_POSTGRES_URL``, default the test server;
 skipped with a note when unreachable).
 
     python benchmarks/overhead.py            # 3 rounds of 60 trials, 3000 requests per backend
     python benchmarks/overhead.py --quick    # 1 round of 20 trials, 500 requests
     python benchmarks/overhead.py --api-only --api-workers 1 2   # API latency only
     python benchmarks/overhead.py --trials-only                  # per-trial overhead only
+    python benchmarks/overhead.py --programs-only --program-steps 100 1000   # programs only
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 import optuna
 import torch
 from api_latency import CLIENTS, POLL_INTERVAL_S, api_latency
+from program_overhead import print_program_overhead, program_overhead
 from torch import nn
 from torch.nn import functional as F
 
@@ -301,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the per-trial overhead part (no API latency)")
     parser.add_argument("--api-workers", type=int, nargs="+", default=[1], metavar="N",
                         help="API processes (`adamtune api --workers N`), one run each; default 1")
+    parser.add_argument("--programs-only", action="store_true",
+                        help="only a program trial (a child process) against an in-process one")
+    parser.add_argument("--program-steps", type=int, nargs="+", default=[100, 1000],
+                        metavar="N", help="steps per program trial, one row each")
     args = parser.parse_args(argv)
     trials = args.trials or (20 if args.quick else 60)
     requests = args.requests or (500 if args.quick else 3000)
@@ -312,8 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     results = []
+    programs = None
+    if not (args.api_only or args.trials_only):
+        programs = program_overhead(args.program_steps, repeat)
+        print_program_overhead(programs)
     for name in ("sqlite", "postgres"):
-        if args.backend not in (name, "both"):
+        if args.programs_only or args.backend not in (name, "both"):
             continue
         try:
             api_workers = [] if args.trials_only else args.api_workers
@@ -327,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     print_table(results)
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        out = results if programs is None else [*results, {"programs": programs}]
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
