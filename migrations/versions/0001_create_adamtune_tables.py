@@ -1,13 +1,6 @@
-"""Create adamtune's tables: jobs, lr_sweeps, recommendations, workers, api_keys, job_events.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-22
-"""
+"""Create adamtune's tables: jobs, lr_sweeps, recommendations, workers, api_keys, job_events."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,8 +9,6 @@ from tuner.db.types import db_now
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 JOB_STATUSES = "status IN ('queued', 'sweeping', 'searching', 'completed', 'failed', 'cancelled')"
 WORKER_STATUSES = "status IN ('running', 'stopping', 'stopped', 'lost')"
@@ -30,6 +21,19 @@ def _time(name: str, *, nullable: bool = False, now: bool = True) -> sa.Column:
 
 def _job_fk(name: str = "job_id", *, nullable: bool = False) -> sa.Column:
     return sa.Column(name, sa.String(32), nullable=nullable)
+
+
+def _create_per_job_table(name: str, *columns: sa.Column) -> None:
+    """A table of at most one row per job, keyed by ``job_id`` and deleted with its job."""
+    op.create_table(
+        name,
+        _job_fk(),
+        *columns,
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f(f"fk_{name}_job_id_jobs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("job_id", name=op.f(f"pk_{name}")),
+    )
 
 
 def upgrade() -> None:
@@ -66,28 +70,17 @@ def upgrade() -> None:
     op.create_index(op.f("ix_jobs_tenant"), "jobs", ["tenant"])
     op.create_index("ix_jobs_tenant_created_at", "jobs", ["tenant", "created_at"])
 
-    op.create_table(
+    _create_per_job_table(
         "lr_sweeps",
-        _job_fk(),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("worker_id", sa.String(200), nullable=True),
         _time("created_at"),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_lr_sweeps_job_id_jobs"), ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_lr_sweeps")),
     )
-
-    op.create_table(
+    _create_per_job_table(
         "recommendations",
-        _job_fk(),
         sa.Column("body", sa.JSON(), nullable=False),
         sa.Column("final", sa.Boolean(), server_default=sa.false(), nullable=False),
         _time("updated_at"),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_recommendations_job_id_jobs"), ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_recommendations")),
     )
 
     op.create_table(

@@ -2,23 +2,15 @@
 
 Workers take it (compare-and-set on the database clock) around the few statements that
 count a study's trials and ask a new one, so a study never gets more than its budget.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -2,23 +2,15 @@
 
 A sweep whose worker dies is claimed again once its lease expires; after
 ``ADAMTUNE_MAX_SWEEP_ATTEMPTS`` abandoned attempts the job fails instead of looping forever.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

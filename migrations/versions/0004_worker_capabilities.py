@@ -3,23 +3,15 @@
 ``device_info`` (JSON, nullable) holds the device's name, memory and utilisation, refreshed
 by every heartbeat. ``programs`` (JSON list, default ``[]``) names the users' training
 scripts the worker was configured to run.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-03
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
