@@ -223,7 +223,7 @@ class SearchDriver:
     def run(
         self,
         train: BatchTrainer,
-        workload: Workload,
+        workload: Workload | None,
         settings: TrainSettings,
         space: ResolvedSpace,
         *,

@@ -2,11 +2,16 @@
 
 The study is in memory, or in a ``--storage`` where a later run resumes it. The loop is the
 worker's (:class:`tuner.driver.SearchDriver`): the same budget count, ask, tell and best so far.
+A program job (the user's own script) has no workload: the caller passes the range test
+(a :data:`SweepFn`) and the batch trainer that run the script, which ``adamtune tune``
+builds from the worker's program runner (``adamtune/cli/tune_program.py``); this module
+never imports ``workers``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +23,7 @@ from tuner.batch import train_trials
 from tuner.driver import BatchTrainer, ProgressCallback, SearchDriver
 from tuner.lr_range import SweepResult, run_lr_range_test
 from tuner.population import train_population
-from tuner.population.sizing import population_for
+from tuner.population.sizing import PopulationChoice, population_for
 from tuner.recommend import build_recommendation
 from tuner.search import StudyConflictError, default_study_name, open_study
 from tuner.space import ResolvedSpace, resolve_space
@@ -26,6 +31,9 @@ from tuner.spec import JobSpec
 from tuner.train import TrainSettings
 from tuner.workloads import Workload
 from tuner.workloads import get as get_workload
+
+SweepFn = Callable[[JobSpec], SweepResult]
+"""``spec -> its LR range test``: the in-process test of a workload, or a program's run."""
 
 
 @dataclass
@@ -41,6 +49,13 @@ def default_trainer(population: int) -> BatchTrainer:
     return train_population if population > 1 else train_trials
 
 
+def _in_process_sweep(workload: Workload, device: str | torch.device) -> SweepFn:
+    def sweep(spec: JobSpec) -> SweepResult:
+        return run_lr_range_test(workload, seed=spec.seed, device=device, spec=spec.sweep)
+
+    return sweep
+
+
 def _stored_sweep(study: optuna.Study, spec: JobSpec) -> SweepResult | None:
     stored = study.user_attrs.get("spec")
     if stored is not None and stored != spec.model_dump(mode="json"):
@@ -54,10 +69,9 @@ def _stored_sweep(study: optuna.Study, spec: JobSpec) -> SweepResult | None:
 
 def _open(
     spec: JobSpec,
-    workload: Workload,
+    sweep_fn: SweepFn,
     storage: str | optuna.storages.BaseStorage | None,
     name: str,
-    device: str | torch.device,
     progress: ProgressCallback | None,
 ) -> tuple[optuna.Study, SweepResult | None, dict[str, float] | None]:
     """Load the stored study (and its sweep), or run the sweep and create the study."""
@@ -68,7 +82,7 @@ def _open(
     if spec.sweep.enabled:
         if progress is not None:
             progress("sweep", 0, spec.sweep.steps, None, "LR range test")
-        sweep = run_lr_range_test(workload, seed=spec.seed, device=device, spec=spec.sweep)
+        sweep = sweep_fn(spec)
     lr_range = sweep.lr_range if sweep is not None else None
     study = open_study(storage, name, spec, lr_range, create=True)
     if sweep is not None:
@@ -85,20 +99,33 @@ def run_local_search(
     study_name: str | None = None,
     train: BatchTrainer | None = None,
     workload: Workload | None = None,
+    sweep: SweepFn | None = None,
 ) -> LocalSearchResult:
     """Sweep, then search until the budget is spent, in this process; resumes a stored study.
 
-    ``workload`` defaults to the registry's ``spec.workload``, ``train`` to
-    :func:`default_trainer` (batches of ``spec.population`` trials either way, measured on
-    ``device`` for ``population: auto``).
+    A workload job: ``workload`` defaults to the registry's ``spec.workload``, ``sweep`` to
+    the in-process range test on ``device``, ``train`` to :func:`default_trainer` (batches of
+    ``spec.population`` trials either way, measured on ``device`` for ``population: auto``).
+    A program job needs ``sweep`` and ``train`` (they run the script) and trains one trial
+    at a time; the trainer is called with ``workload=None``.
     Raises :class:`tuner.recommend.NoCompletedTrialsError` when no trial completed.
     """
-    workload = workload if workload is not None else get_workload(spec.workload)
+    if spec.program is not None:
+        if sweep is None or train is None:
+            raise ValueError(f"program job {spec.program!r}: pass the sweep and train that run it")
+        workload = None
+    else:
+        workload = workload if workload is not None else get_workload(spec.workload or "")
+        sweep = sweep or _in_process_sweep(workload, device)
     name = study_name or default_study_name(spec)
-    study, sweep, lr_range = _open(spec, workload, storage, name, device, progress)
+    study, sweep_result, lr_range = _open(spec, sweep, storage, name, progress)
     space = resolve_space(spec, lr_range)
     settings = TrainSettings.from_spec(spec, device)
-    population = population_for(spec, workload, settings)  # measured here for "auto"
+    population = (
+        PopulationChoice(1, "a program trains one trial per child process")
+        if workload is None
+        else population_for(spec, workload, settings)  # measured here for "auto"
+    )
     driver = SearchDriver(
         study, spec.budget.trials, log_level=logging.DEBUG, plan=confirm.plan_for(spec),
         tags=population.trial_attrs(settings),
@@ -114,9 +141,9 @@ def run_local_search(
     rec = build_recommendation(
         study.get_trials(deepcopy=False),
         spec=spec,
-        sweep=sweep.to_dict() if sweep else None,
+        sweep=sweep_result.to_dict() if sweep_result else None,
         final=True,
     )
     if progress is not None:
         progress("done", count.finished, count.total, rec["expected_objective"], "")
-    return LocalSearchResult(study, sweep, space, rec)
+    return LocalSearchResult(study, sweep_result, space, rec)

@@ -150,7 +150,7 @@ def seeded_trials(
 
 def default_study_name(spec: JobSpec) -> str:
     """Deterministic (Hyperband's brackets hash the study name, so it must be)."""
-    return f"tune-{spec.name or spec.workload}-seed{spec.seed}"
+    return f"tune-{spec.name or spec.target}-seed{spec.seed}"
 
 
 # ---------------------------------------------------------------- one trial's configuration

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "tune", "tune a job file in this process, no server")
+    p.epilog = (
+        "A program job (`program: NAME` in the file) runs your own training script, once for "
+        "the LR range test and once per trial, each a child process: give it with --program "
+        "NAME='python train.py ...' or --programs FILE (docs/programs.md). Its logs go to "
+        "--log-dir. Ctrl-C or SIGTERM ends the running script and exits."
+    )
     p.add_argument("file", help="job file (YAML or JSON), the shape of POST /v1/jobs")
     p.add_argument(
         "--json", action="store_true", help="print only the recommendation JSON on stdout"
@@ -81,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--storage", default=None, help="Optuna storage URL to keep the study (default: in memory)"
+    )
+    _program_args(p)
+    p.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="where a program job's runs write their logs, NAME-sweep.log and NAME-trial-N.log "
+        "(default: ./adamtune-logs/<job name>/)",
     )
     p.set_defaults(module="tune")
 

@@ -1,12 +1,20 @@
-"""``adamtune tune FILE``: sweep and search in this process, print the recommendation."""
+"""``adamtune tune FILE``: sweep and search in this process, print the recommendation.
+
+A workload job trains in this process; a program job runs the user's script as a child
+process per phase (``--program NAME=CMD``, ``--programs FILE``; :mod:`adamtune.cli.tune_program`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
 
 from adamtune.cli.render import render_recommendation
 from tuner.spec import JobFileError, JobSpec, load_job_file, parse_job
@@ -64,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
     except JobFileError as exc:
         return _fail(str(exc))
     if spec.program is not None:
-        return _fail(
-            f"{args.file}: program {spec.program!r}: program jobs run on workers configured "
-            f"with the program; start them with `adamtune up --program {spec.program}="
-            f"'python train.py'` and submit with `adamtune submit {args.file} --watch`"
-        )
+        return _tune_program(spec, args)
     from tuner.workloads import UnknownWorkloadError, get
 
     try:
@@ -78,7 +82,25 @@ def run(args: argparse.Namespace) -> int:
     problem = _check_device(args.device)
     if problem:
         return _fail(problem)
-    return _tune(spec, args)
+    return _tune(spec, args, nullcontext({}))
+
+
+def _tune_program(spec: JobSpec, args: argparse.Namespace) -> int:
+    """A program job: its script, given on the command line, runs once per phase."""
+    from adamtune.cli.tune_program import default_log_dir, find_program, program_search
+    from workers.programs import ProgramError
+
+    try:
+        program = find_program(spec, args.program, args.programs, args.file)
+    except ProgramError as exc:
+        return _fail(str(exc))
+    problem = _check_device(args.device)
+    if problem:
+        return _fail(problem)
+    log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(spec)
+    print(f"program {program.name}: {shlex.join(program.command)} (logs in {log_dir}/)",
+          file=sys.stderr, flush=True)
+    return _tune(spec, args, program_search(program, args.device, log_dir))
 
 
 def _limit_cpu_threads(device: str) -> None:
@@ -93,9 +115,13 @@ def _limit_cpu_threads(device: str) -> None:
         torch.set_num_threads(1)
 
 
-def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
+def _tune(
+    spec: JobSpec, args: argparse.Namespace, engine: AbstractContextManager[dict[str, Any]]
+) -> int:
+    """Run the search with ``engine``'s arguments (a program job's sweep and trainer)."""
     import optuna
 
+    from adamtune.cli.tune_program import LocalTuneError
     from tuner.local_search import run_local_search
     from tuner.recommend import NoCompletedTrialsError
     from tuner.search import StudyConflictError
@@ -103,12 +129,13 @@ def _tune(spec: JobSpec, args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _limit_cpu_threads(args.device)
     try:
-        result = run_local_search(
-            spec,
-            device=args.device,
-            storage=args.storage,
-            progress=_ProgressPrinter(),
-        )
+        with engine as runs:
+            result = run_local_search(
+                spec, device=args.device, storage=args.storage, progress=_ProgressPrinter(),
+                **runs,
+            )
+    except LocalTuneError as exc:
+        return _fail(str(exc), exc.code)
     except StudyConflictError as exc:
         return _fail(str(exc))
     except NoCompletedTrialsError:
