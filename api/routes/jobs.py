@@ -28,6 +28,8 @@ from tuner.settings import Settings
 from tuner.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+# One job's routes: each reads the job, so each answers 404 when the tenant has no such job.
+job_router = APIRouter(prefix="/{job_id}", responses=error_responses(404))  # under ``router``
 CANCELLED_REASON = "the job was cancelled"
 REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"model": JobPublic, "description": "replay of an idempotent request"}
@@ -131,12 +133,7 @@ def list_jobs(
     return JobsPublic(data=[JobPublic.of(j) for j in page], count=total)
 
 
-@router.get(
-    "/{job_id}",
-    response_model=JobPublic,
-    summary="A job: status, phase, progress",
-    responses=error_responses(404),
-)
+@job_router.get("", response_model=JobPublic, summary="A job: status, phase, progress")
 async def get_job(job_id: str, request: Request, tenant: CurrentTenant) -> JobPublic:
     """What clients poll. The read and the conversion run in one thread-pool hop (the
     ``JobDep`` way costs four: session open and close, the lookup, the route)."""
@@ -148,11 +145,8 @@ def _read_job(session_factory: Callable[[], Session], job_id: str, tenant: str) 
         return JobPublic.of(job_or_404(session, job_id, tenant))
 
 
-@router.post(
-    "/{job_id}/cancel",
-    response_model=JobPublic,
-    summary="Cancel a job",
-    responses=error_responses(404, 409),
+@job_router.post(
+    "/cancel", response_model=JobPublic, summary="Cancel a job", responses=error_responses(409)
 )
 def cancel_job(
     job: JobDep, session: SessionDep, tenant: CurrentTenant, storage: OptunaStorageDep
@@ -172,12 +166,7 @@ def cancel_job(
     )
 
 
-@router.get(
-    "/{job_id}/events",
-    response_model=JobEventsPublic,
-    summary="A job's history",
-    responses=error_responses(404),
-)
+@job_router.get("/events", response_model=JobEventsPublic, summary="A job's history")
 def list_job_events(
     job: JobDep,
     session: SessionDep,
@@ -189,3 +178,6 @@ def list_job_events(
     return JobEventsPublic(
         data=[JobEventPublic.model_validate(e) for e in listed], count=len(listed)
     )
+
+
+router.include_router(job_router)

@@ -19,15 +19,11 @@ from api.schemas import (
 from tuner.db import recommendations, sweeps, trials
 from tuner.db.status import ACTIVE_JOB_STATUSES, JobStatus
 
-router = APIRouter(prefix="/jobs", tags=["results"])
+# Every route here reads one job (``JobDep``): a 404 when the tenant has no such job.
+router = APIRouter(prefix="/jobs/{job_id}", tags=["results"], responses=error_responses(404))
 
 
-@router.get(
-    "/{job_id}/lr-sweep",
-    response_model=LRSweepPublic,
-    summary="The LR range test",
-    responses=error_responses(404),
-)
+@router.get("/lr-sweep", response_model=LRSweepPublic, summary="The LR range test")
 def get_lr_sweep(job: JobDep, session: SessionDep) -> LRSweepPublic:
     """The loss against the learning rate, the suggestions and the range the search uses."""
     sweep = sweeps.get_sweep(session, job.id)
@@ -49,12 +45,7 @@ def get_lr_sweep(job: JobDep, session: SessionDep) -> LRSweepPublic:
     )
 
 
-@router.get(
-    "/{job_id}/trials",
-    response_model=TrialsPublic,
-    summary="The trials of the search",
-    responses=error_responses(404),
-)
+@router.get("/trials", response_model=TrialsPublic, summary="The trials of the search")
 def list_trials(job: JobDep, storage: OptunaStorageDep) -> TrialsPublic:
     """Every trial of the job's Optuna study, by number, with the worker and device that ran it.
 
@@ -65,10 +56,10 @@ def list_trials(job: JobDep, storage: OptunaStorageDep) -> TrialsPublic:
 
 
 @router.get(
-    "/{job_id}/recommendation",
+    "/recommendation",
     response_model=RecommendationPublic,
     summary="The recommended configuration",
-    responses=error_responses(404, 409),
+    responses=error_responses(409),
 )
 def get_recommendation(
     job: JobDep, session: SessionDep, storage: OptunaStorageDep

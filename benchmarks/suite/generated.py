@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import InMemoryWorkload
+from tuner.workloads.base import InMemoryWorkload, MLPWorkload
 
 from .data import Split, generator, split
 
@@ -28,10 +28,13 @@ class _Generated(InMemoryWorkload):
         return split(*self.examples(), self.n_val)
 
 
-class DeepNarrowGELU(_Generated):
+class DeepNarrowGELU(_Generated, MLPWorkload):
     name = "deep_narrow_gelu"
     description = ("generated regression (16-d inputs, a random tanh teacher plus noise), "
                    "deep narrow GELU MLP: 8 hidden layers of width 24, MSE")
+    widths = (16, *[24] * 8, 1)
+    activation = nn.GELU
+    classification = False
 
     def examples(self) -> tuple[torch.Tensor, torch.Tensor]:
         gen = generator(11)
@@ -41,16 +44,6 @@ class DeepNarrowGELU(_Generated):
         y = torch.tanh(x @ w1) @ w2
         y = y + 0.1 * y.std() * torch.randn(y.shape, generator=gen)
         return x, (y - y.mean()) / y.std()
-
-    def make_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = [nn.Linear(16, 24), nn.GELU()]
-        for _ in range(7):
-            layers += [nn.Linear(24, 24), nn.GELU()]
-        return nn.Sequential(*layers, nn.Linear(24, 1))
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs, targets)
 
 
 class _MajorityGRU(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.workloads.base import InMemoryWorkload
+from tuner.workloads.base import InMemoryWorkload, MLPWorkload
 
 from .data import Split, generator, noisy_labels, sklearn_set, split
 
@@ -31,47 +31,38 @@ class WineLogistic(InMemoryWorkload):
         return F.cross_entropy(outputs, targets)
 
 
-class BreastCancerTanh(InMemoryWorkload):
+class BreastCancerTanh(MLPWorkload):
     name = "breast_cancer_tanh"
     description = "sklearn breast_cancer (569 x 30, 2 classes), tanh MLP 30-64-64-2"
+    widths = (30, 64, 64, 2)
+    activation = nn.Tanh
 
     def load_split(self) -> Split:
         from sklearn.datasets import load_breast_cancer
 
         return sklearn_set(load_breast_cancer, 169, classification=True)
 
-    def make_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(30, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
-                             nn.Linear(64, 2))
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets)
-
-
-class DiabetesWideReLU(InMemoryWorkload):
+class DiabetesWideReLU(MLPWorkload):
     name = "diabetes_wide_relu"
     description = ("sklearn diabetes (442 x 10, standardised target), over-parameterised ReLU "
                    "MLP 10-256-256-1, MSE: overfits fast, so a small lr wins")
+    widths = (10, 256, 256, 1)
+    activation = nn.ReLU
+    classification = False
 
     def load_split(self) -> Split:
         from sklearn.datasets import load_diabetes
 
         return sklearn_set(load_diabetes, 142, classification=False)
 
-    def make_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(10, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                             nn.Linear(256, 1))
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs, targets)
-
-
-class NoisyBlobsTanh(InMemoryWorkload):
+class NoisyBlobsTanh(MLPWorkload):
     name = "noisy_blobs_tanh"
     description = ("generated: 5 Gaussian classes in 20-d, 20% of labels flipped at random, "
                    "tanh MLP 20-64-5")
+    widths = (20, 64, 5)
+    activation = nn.Tanh
 
     def load_split(self) -> Split:
         gen = generator(7)
@@ -80,10 +71,3 @@ class NoisyBlobsTanh(InMemoryWorkload):
         y = torch.randint(0, k, (n,), generator=gen)
         x = centres[y] + torch.randn(n, d, generator=gen)
         return split(x, noisy_labels(y, k, 0.2, seed=8), 500)
-
-    def make_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 5))
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets)

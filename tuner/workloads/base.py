@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
+from itertools import pairwise
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y; val x, y
@@ -93,3 +95,32 @@ class InMemoryWorkload(ABC):
     def val_batches(self) -> list[Batch]:
         _, _, xv, yv = self._split
         return fixed_batches(xv, yv, len(yv))
+
+
+def mlp(widths: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
+    """Linear layers from ``widths[0]`` inputs to ``widths[-1]`` outputs, an ``activation``
+    between each two."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in pairwise(widths):
+        if layers:
+            layers.append(activation())
+        layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class MLPWorkload(InMemoryWorkload):
+    """An in-memory workload trained by a plain MLP (:func:`mlp` of ``widths`` and
+    ``activation``): cross-entropy on class labels, or MSE where ``classification`` is False."""
+
+    widths: tuple[int, ...] = ()
+    activation: type[nn.Module] = nn.ReLU
+    classification = True
+
+    def make_model(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return mlp(self.widths, self.activation)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.classification:
+            return F.cross_entropy(outputs, targets)
+        return F.mse_loss(outputs, targets)

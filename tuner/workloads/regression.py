@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from tuner.workloads.base import InMemoryWorkload, Split
+from tuner.workloads.base import MLPWorkload, Split
 
 
-class RegressionMLP(InMemoryWorkload):
+class RegressionMLP(MLPWorkload):
     name = "regression_mlp"
     description = "generated regression y = sin(Wx) . v + noise (16 -> 1), MLP 16-64-64-1, MSE"
     batch_size = 128
+    widths = (16, 64, 64, 1)
+    activation = nn.Tanh
+    classification = False
 
     def load_split(self) -> Split:
         gen = torch.Generator().manual_seed(4321)
@@ -24,12 +26,3 @@ class RegressionMLP(InMemoryWorkload):
         y = y + 0.05 * torch.randn(n, 1, generator=gen)
         n_val = 512
         return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
-
-    def make_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return nn.Sequential(
-            nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1)
-        )
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs, targets)
