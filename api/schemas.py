@@ -206,18 +206,24 @@ class RecommendationPublic(BaseModel):
     job_id: str
     final: bool
     updated_at: datetime
-    optimizer: str | None = None
-    lr: float | None = None
-    betas: list[float] | None = None
+    optimizer: str | None = Field(None, description="adam or adamw")
+    lr: float | None = Field(None, description="the peak learning rate, reached after warmup")
+    betas: list[float] | None = Field(None, description="[beta1, beta2]")
     eps: float | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None
-    warmup_steps: int | None = None
-    total_steps: int | None = None
-    expected_objective: float | None = None
-    baseline_objective: float | None = None
-    lr_range: LRRange | None = None
-    snippet: str | None = None
+    weight_decay: float | None = Field(
+        None, description="Adam: L2 added to the gradient; AdamW: decoupled (times lr)"
+    )
+    schedule: str | None = Field(None, description="after warmup: constant, linear or cosine")
+    warmup_steps: int | None = Field(None, description="linear warmup, out of total_steps")
+    total_steps: int | None = Field(None, description="the schedule's length: steps per trial")
+    expected_objective: float | None = Field(
+        None, description="mean validation objective over objective_seeds (spread: objective_std)"
+    )
+    baseline_objective: float | None = Field(
+        None, description="the untuned default's (Adam, lr 1e-3), measured the same way"
+    )
+    lr_range: LRRange | None = Field(None, description="what the LR range test suggested")
+    snippet: str | None = Field(None, description="PyTorch code: this optimizer and its scheduler")
     evidence: Evidence | None = Field(
         None, description="how many trials each number rests on; what is hidden, and why"
     )
@@ -260,11 +266,11 @@ class ProgramPublic(BaseModel):
 
 class WorkerPublic(BaseModel):
     id: str
-    hostname: str
-    pid: int
-    device: str
-    workloads: list[str]
-    status: str
+    hostname: str = Field(description="the machine it runs on")
+    pid: int = Field(description="its process id on that machine")
+    device: str = Field(description="what it trains on: cpu or cuda:N")
+    workloads: list[str] = Field(description="the workloads whose jobs it claims")
+    status: str = Field(description="running, stopping, stopped or lost (silent too long)")
     alive: bool = Field(description="heartbeat within the grace period (database clock)")
     current_job_id: str | None
     started_at: datetime
