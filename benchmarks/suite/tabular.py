@@ -31,30 +31,36 @@ class WineLogistic(InMemoryWorkload):
         return F.cross_entropy(outputs, targets)
 
 
-class BreastCancerTanh(MLPWorkload):
+class _SklearnMLP(MLPWorkload):
+    """An MLP on a set shipped with scikit-learn (its loader ``sklearn.datasets.<dataset>``),
+    ``n_val`` examples held out to validate."""
+
+    dataset = ""
+    n_val = 0
+
+    def load_split(self) -> Split:
+        from sklearn import datasets
+
+        loader = getattr(datasets, self.dataset)
+        return sklearn_set(loader, self.n_val, classification=self.classification)
+
+
+class BreastCancerTanh(_SklearnMLP):
     name = "breast_cancer_tanh"
     description = "sklearn breast_cancer (569 x 30, 2 classes), tanh MLP 30-64-64-2"
+    dataset, n_val = "load_breast_cancer", 169
     widths = (30, 64, 64, 2)
     activation = nn.Tanh
 
-    def load_split(self) -> Split:
-        from sklearn.datasets import load_breast_cancer
 
-        return sklearn_set(load_breast_cancer, 169, classification=True)
-
-
-class DiabetesWideReLU(MLPWorkload):
+class DiabetesWideReLU(_SklearnMLP):
     name = "diabetes_wide_relu"
     description = ("sklearn diabetes (442 x 10, standardised target), over-parameterised ReLU "
                    "MLP 10-256-256-1, MSE: overfits fast, so a small lr wins")
+    dataset, n_val = "load_diabetes", 142
     widths = (10, 256, 256, 1)
     activation = nn.ReLU
     classification = False
-
-    def load_split(self) -> Split:
-        from sklearn.datasets import load_diabetes
-
-        return sklearn_set(load_diabetes, 142, classification=False)
 
 
 class NoisyBlobsTanh(MLPWorkload):

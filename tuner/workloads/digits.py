@@ -11,7 +11,6 @@ from tuner.workloads.base import MLPWorkload, Split
 class DigitsMLP(MLPWorkload):
     name = "digits_mlp"
     description = "sklearn digits (1797 8x8 images, 10 classes), MLP 64-128-128-10, cross-entropy"
-    batch_size = 64
     widths = (64, 128, 128, 10)
     activation = nn.GELU
 
