@@ -12,15 +12,16 @@ them as one vmapped population.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
 
 from tuner import search
 from tuner.driver import TrialOutcome
+from tuner.optim import OptimConfig
 from tuner.space import ResolvedSpace
-from tuner.train import StopFn, TrainSettings, TrialResult, run_trial
+from tuner.train import ReportFn, StopFn, TrainSettings, TrialResult, run_trial
 from tuner.workloads.base import Workload
 
 MAX_CURVE_POINTS = 200  # a stored curve is thinned to this many points (the last one kept)
@@ -59,6 +60,27 @@ def record_result(trial: optuna.Trial, result: TrialResult) -> TrialOutcome:
     return outcome_of(result)
 
 
+RunFn = Callable[[OptimConfig, TrainSettings, ReportFn], TrialResult]
+"""``(config, settings, report) -> result``: trains one configuration (in this process, or a
+program's child process), reporting each evaluation to ``report`` (True: prune)."""
+
+
+def run_asked_trial(
+    trial: optuna.Trial, space: ResolvedSpace, settings: TrainSettings, run: RunFn
+) -> TrialOutcome:
+    """Train one asked trial with ``run``: its role and configuration from the search, its
+    evaluations reported to the pruner (seeded trials never pruned), its result recorded;
+    does not tell the study."""
+    role, cfg = search.trial_config(trial, space, settings)
+    settings = search.trial_settings(trial, settings)  # a confirmation's seed, a reference's
+
+    def report(step: int, value: float) -> bool:
+        trial.report(value, step)
+        return search.prunable(role) and trial.should_prune()
+
+    return record_result(trial, run(cfg, settings, report))
+
+
 def train_trial(
     trial: optuna.Trial,
     workload: Workload,
@@ -70,15 +92,11 @@ def train_trial(
 
     Raises :class:`tuner.train.TrialInterrupted` when ``should_stop()`` turns True.
     """
-    role, cfg = search.trial_config(trial, space, settings)
-    settings = search.trial_settings(trial, settings)  # a confirmation's seed, a reference's
 
-    def report(step: int, value: float) -> bool:
-        trial.report(value, step)
-        return search.prunable(role) and trial.should_prune()
+    def run(cfg: OptimConfig, settings: TrainSettings, report: ReportFn) -> TrialResult:
+        return run_trial(workload, cfg, settings, report=report, should_stop=should_stop)
 
-    result = run_trial(workload, cfg, settings, report=report, should_stop=should_stop)
-    return record_result(trial, result)
+    return run_asked_trial(trial, space, settings, run)
 
 
 def train_trials(

@@ -197,6 +197,7 @@ class ProgramRunner:
         log_name: str,
     ) -> str | None:
         """Run the child to its end; None if it ended as the session decided, else why not."""
+        self.last_run = None  # until this run's child has started
         server = ChannelServer(session.handle)
         log_path = self.log_dir / f"{program.name}-{log_name}.log"
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)

@@ -3,24 +3,25 @@
 The program counterpart of :func:`tuner.batch.train_trials`: each asked trial gets its role
 and configuration from the search, reports every evaluation to the pruner (seeded trials
 are never pruned), and has its outcome recorded in its user attrs, as an in-process trial
-does; only the training runs in a child process (:class:`workers.program_runner.ProgramRunner`).
-The worker and ``adamtune tune`` (a program job run locally) both train with it.
+does (:func:`tuner.batch.run_asked_trial`); only the training runs in a child process
+(:class:`workers.program_runner.ProgramRunner`). The worker and ``adamtune tune`` (a program
+job run locally) both train with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from tuner import search
-from tuner.batch import record_result
+from tuner.batch import run_asked_trial
 from tuner.driver import TrialOutcome
+from tuner.optim import OptimConfig
 from tuner.space import ResolvedSpace
-from tuner.train import StopFn, TrainSettings
+from tuner.train import ReportFn, StopFn, TrainSettings, TrialInterrupted, TrialResult
 from workers.program_runner import ProgramRunner
 from workers.programs import Program
 
@@ -30,13 +31,15 @@ class ProgramTrainer:
     """A batch trainer (:data:`tuner.driver.BatchTrainer`) whose trials run ``program``, one
     child process after the other, in order; the workload argument is ignored (None).
 
-    ``should_stop`` is used where a call passes none. Logs are ``<prefix>trial-N``.
+    ``should_stop`` is used where a call passes none; :class:`tuner.train.TrialInterrupted`
+    is raised when it turns True, after ``on_interrupt(trials)``. A failed trial's reason ends
+    with its log's path (``log_dir/<program>-trial-N.log``).
     """
 
     runner: ProgramRunner
     program: Program
     should_stop: StopFn | None = None
-    log_prefix: str = ""
+    on_interrupt: Callable[[Sequence[optuna.Trial]], None] | None = None
 
     def __call__(
         self,
@@ -47,53 +50,32 @@ class ProgramTrainer:
         should_stop: StopFn | None = None,
     ) -> list[TrialOutcome]:
         stop = should_stop or self.should_stop
-        return [self.train(t, settings, space, stop) for t in trials]
+        try:
+            return [self._train(t, settings, space, stop) for t in trials]
+        except TrialInterrupted:
+            if self.on_interrupt is not None:
+                self.on_interrupt(trials)
+            raise
 
-    def train(
+    def _train(
         self,
         trial: optuna.Trial,
         settings: TrainSettings,
         space: ResolvedSpace,
-        should_stop: StopFn | None = None,
+        stop: StopFn | None,
     ) -> TrialOutcome:
-        """Run the program for one asked trial; does not tell the study.
+        def run(cfg: OptimConfig, settings: TrainSettings, report: ReportFn) -> TrialResult:
+            result = self.runner.run_trial(
+                self.program, cfg, settings, number=trial.number, report=report,
+                should_stop=stop,
+            )
+            if self.runner.last_run is not None:
+                trial.set_user_attr("log", str(self.runner.last_run.log_path))
+                trial.set_user_attr("pid", self.runner.last_run.pid)  # gone after: checkable
+            return result
 
-        Raises :class:`tuner.train.TrialInterrupted` when ``should_stop()`` turns True. A
-        failed trial's reason ends with its log's path.
-        """
-        role, cfg = search.trial_config(trial, space, settings)
-        settings = search.trial_settings(trial, settings)
-
-        def report(step: int, value: float) -> bool:
-            trial.report(value, step)
-            return search.prunable(role) and trial.should_prune()
-
-        result = self.runner.run_trial(
-            self.program,
-            cfg,
-            settings,
-            number=trial.number,
-            report=report,
-            should_stop=should_stop,
-            log_name=f"{self.log_prefix}trial-{trial.number}",
-        )
-        run = self.runner.last_run
-        if run is not None:
-            trial.set_user_attr("log", str(run.log_path))
-            trial.set_user_attr("pid", run.pid)  # checkable: the child is gone after
-        outcome = record_result(trial, result)
-        if outcome.state == TrialState.FAIL and run is not None:
-            outcome = replace(outcome, reason=f"{outcome.reason}\n(log: {run.log_path})")
+        outcome = run_asked_trial(trial, space, settings, run)
+        last = self.runner.last_run  # this trial's run (None if its child could not start)
+        if outcome.state == TrialState.FAIL and last is not None:
+            outcome = replace(outcome, reason=f"{outcome.reason}\n(log: {last.log_path})")
         return outcome
-
-
-def train_program_trials(
-    trials: Sequence[optuna.Trial],
-    runner: ProgramRunner,
-    program: Program,
-    settings: TrainSettings,
-    space: ResolvedSpace,
-    should_stop: StopFn | None = None,
-) -> list[TrialOutcome]:
-    """The asked trials, one child process after the other, in order (the worker's call)."""
-    return ProgramTrainer(runner, program)(trials, None, settings, space, should_stop)

@@ -36,7 +36,7 @@ from tuner.train import TrainSettings, TrialInterrupted
 from workers.context import ContextCache, JobContext
 from workers.errors import TRANSIENT_ERRORS, describe
 from workers.heartbeat import HeartbeatThread
-from workers.program_trials import train_program_trials
+from workers.program_trials import ProgramTrainer
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -230,8 +230,8 @@ class TrialRunner:
         """One at a time, or as a population (which falls back itself where it cannot vmap)."""
         settings = TrainSettings.from_spec(ctx.spec, self.runtime.identity.device)
         if ctx.program is not None and ctx.runner is not None:  # the user's script, a child each
-            return train_program_trials(trials, ctx.runner, ctx.program, settings, ctx.space,
-                                        self.should_stop)
+            programs = ProgramTrainer(ctx.runner, ctx.program)
+            return programs(trials, None, settings, ctx.space, self.should_stop)
         assert ctx.workload is not None
         train = train_population if len(trials) > 1 else train_trials
         return train(trials, ctx.workload, settings, ctx.space, self.should_stop)

@@ -22,11 +22,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.driver import TrialOutcome
 from tuner.lr_range import SweepResult
-from tuner.space import ResolvedSpace
 from tuner.spec import JobSpec
-from tuner.train import StopFn, TrainSettings, TrialInterrupted
+from tuner.train import StopFn, TrialInterrupted
 from workers.program_runner import ProgramFailed, ProgramRunner
 from workers.program_trials import ProgramTrainer
 from workers.programs import Program, ProgramError, collect_programs
@@ -97,30 +95,19 @@ class LocalProgram:
     def __init__(self, program: Program, device: str, log_dir: Path, stop: StopFn):
         self.program, self.stop = program, stop
         self.runner = ProgramRunner(device, log_dir)
-        self.trainer = ProgramTrainer(self.runner, program, should_stop=stop)
+        self.trainer = ProgramTrainer(self.runner, program, stop, self._fail_interrupted)
 
     def sweep(self, spec: JobSpec) -> SweepResult:
         return self.runner.run_sweep(
             self.program, spec.sweep, seed=spec.seed, should_stop=self.stop
         )
 
-    def train(
-        self,
-        trials: Sequence[optuna.Trial],
-        workload: Any,
-        settings: TrainSettings,
-        space: ResolvedSpace,
-        should_stop: StopFn | None = None,
-    ) -> list[TrialOutcome]:
-        """The trainer; an interrupted trial is failed in the study (a ``--storage`` run
-        resumes without it) before the interruption goes on up."""
-        try:
-            return self.trainer(trials, workload, settings, space, should_stop)
-        except TrialInterrupted:
-            for trial in trials:
-                trial.set_user_attr("reason", "interrupted: adamtune tune was stopped")
-                trial.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            raise
+    @staticmethod
+    def _fail_interrupted(trials: Sequence[optuna.Trial]) -> None:
+        """Fail the trials a signal interrupted: a ``--storage`` run resumes without them."""
+        for trial in trials:
+            trial.set_user_attr("reason", "interrupted: adamtune tune was stopped")
+            trial.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 @contextmanager
@@ -132,7 +119,7 @@ def program_search(
     with StopSignals() as stop:
         local = LocalProgram(program, device, log_dir, stop)
         try:
-            yield {"sweep": local.sweep, "train": local.train}
+            yield {"sweep": local.sweep, "train": local.trainer}
         except ProgramFailed as exc:
             run = local.runner.last_run
             where = f"\n(log: {run.log_path})" if run is not None else ""

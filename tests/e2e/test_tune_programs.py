@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_tune_cli import CONTRACT
+from tests.processes import children as process_children
+from tests.processes import group_members
 
 pytestmark = pytest.mark.e2e
 
@@ -90,27 +92,6 @@ def test_failed_trials_show_the_reason_and_the_log(tmp_path: Path) -> None:
     assert f"(log: {tmp_path / 'digits-trial-0.log'})" in proc.stderr
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
 )
@@ -127,7 +108,7 @@ def test_a_signal_ends_the_running_program_and_leaves_no_child(
         children: list[int] = []
         while not children and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-            children = _children(proc.pid)
+            children = process_children(proc.pid)
         assert children, "the range test's child never started"
         time.sleep(3)  # the script is running (importing torch, or training)
         proc.send_signal(sig)
@@ -136,4 +117,4 @@ def test_a_signal_ends_the_running_program_and_leaves_no_child(
         proc.kill()
     assert proc.returncode == code, stderr
     assert f"stopped by {sig.name}" in stderr
-    assert not any(_group_alive(pid) for pid in children)  # the child and its group are gone
+    assert not any(group_members(pid) for pid in children)  # the child and its group are gone

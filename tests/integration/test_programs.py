@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import group_members
 from tuner.optim import OptimConfig
 from tuner.spec import SweepSpec
 from tuner.train import TrainSettings, TrialInterrupted
@@ -143,14 +144,7 @@ def _group_gone(pgid: int) -> bool:
     """No live process is left in process group ``pgid``."""
     deadline = time.monotonic() + 5.0
     while True:
-        alive = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                alive.append(stat.parent.name)
+        alive = group_members(pgid)
         if not alive or time.monotonic() > deadline:
             return not alive
         time.sleep(0.1)
@@ -189,7 +183,7 @@ def test_an_asked_trial_is_trained_by_the_program_and_recorded(runner: ProgramRu
     from tuner.search import open_study
     from tuner.space import resolve_space
     from tuner.spec import JobSpec
-    from workers.program_trials import train_program_trials
+    from workers.program_trials import ProgramTrainer
 
     spec = JobSpec.model_validate(
         {"workload": "digits_mlp", "budget": {"trials": 2, "steps_per_trial": 20, "eval_every": 10}}
@@ -197,9 +191,8 @@ def test_an_asked_trial_is_trained_by_the_program_and_recorded(runner: ProgramRu
     study = open_study(None, "program-test", spec, None, create=True)
     trial = study.ask()
     settings = TrainSettings.from_spec(spec)
-    [outcome] = train_program_trials(
-        [trial], runner, _program(sys.executable, TRAIN), settings, resolve_space(spec, None)
-    )
+    train = ProgramTrainer(runner, _program(sys.executable, TRAIN))
+    [outcome] = train([trial], None, settings, resolve_space(spec, None))
     study.tell(trial, outcome.value, state=outcome.state)
     done = study.trials[0]
     assert done.state == TrialState.COMPLETE and done.value is not None
