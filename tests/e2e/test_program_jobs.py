@@ -41,8 +41,6 @@ JOB = {
     "budget": {"trials": 3, "steps_per_trial": 60, "eval_every": 20},
     "sweep": {"steps": 30},
 }
-
-
 WORKERS = ("worker-a", "worker-b")
 HANG_LIMIT_S = 20  # the hanging script's time limit: its child starts (torch) well within it
 FAULT_STEPS = 60
@@ -63,6 +61,17 @@ def _start(service: Service, tmp_path: Path, *programs: str) -> None:
 def _workers(service: Service) -> list[dict]:
     data: list[dict] = httpx.get(f"{service.api_url}/v1/workers").json()["data"]
     return data
+
+
+def _trial_in(client: Client, job_id: str, state: str) -> dict | None:
+    """The job's first trial in ``state`` (GET /v1/jobs/{id}/trials), or None."""
+    return next((t for t in client.trials(job_id) if t["state"] == state), None)
+
+
+def _recorded_pid(service: Service, job_id: str, number: int) -> int:
+    """The child pid a finished trial recorded (user attr ``pid``), read from the study."""
+    study = optuna.load_study(study_name=f"adamtune-{job_id}", storage=service.database_url)
+    return int(study.trials[number].user_attrs["pid"])
 
 
 def test_a_program_job_completes_with_a_recommendation(service: Service, tmp_path: Path) -> None:
@@ -158,17 +167,6 @@ def _fault_job(program: str, trials: int = 2) -> dict:
     """A job with no LR range test: its trials start at once."""
     budget = {"trials": trials, "steps_per_trial": FAULT_STEPS, "eval_every": 20}
     return {**JOB, "program": program, "budget": budget, "sweep": {"steps": 30, "enabled": False}}
-
-
-def _trial_in(client: Client, job_id: str, state: str) -> dict | None:
-    """The job's first trial in ``state`` (GET /v1/jobs/{id}/trials), or None."""
-    return next((t for t in client.trials(job_id) if t["state"] == state), None)
-
-
-def _recorded_pid(service: Service, job_id: str, number: int) -> int:
-    """The child pid a finished trial recorded (user attr ``pid``), read from the study."""
-    study = optuna.load_study(study_name=f"adamtune-{job_id}", storage=service.database_url)
-    return int(study.trials[number].user_attrs["pid"])
 
 
 def _program_children(service: Service, worker: str) -> list[int]:
