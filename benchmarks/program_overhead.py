@@ -12,8 +12,9 @@ and evaluation interval) two ways, one after the other, on one thread each:
 The child's time is split at the first and the last message it sends: start-up (process,
 interpreter, imports, data, model, the first step), training (every other step, its reports
 and evaluations) and the end (from ``finish`` until the runner has reaped the child). The
-start-up is split further by timing bare children: ``python -c pass``, ``import torch``, and
-everything ``train.py`` imports and loads before its first step.
+start-up is split further by timing bare children: ``python -c pass``, ``import torch``,
+everything ``train.py`` imports and loads before its first step, and that plus one
+``torch.optim`` optimizer (the first one built in a process imports ``torch._dynamo``).
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ CONFIG = OptimConfig(optimizer="adamw", lr=3e-3, weight_decay=1e-2, warmup_steps
                      schedule="cosine")
 EVAL_EVERY = 50
 SEED = 0
-# what train.py does before its first step, without training: its imports and the data
+# what train.py does before its first step, without training: its imports, its data, and
+# its first torch.optim optimizer (whose construction imports torch._dynamo, once a process)
+IMPORTS = ("import torch, torch.distributed, sklearn.datasets, adamtune, adamtune.sdk.optimizer;"
+           " sklearn.datasets.load_digits(return_X_y=True)")
 PRELUDE = {
     "interpreter": "pass",
     "import torch": "import torch",
-    "all imports + data": (
-        "import torch, torch.distributed, sklearn.datasets, adamtune, adamtune.sdk.optimizer;"
-        " sklearn.datasets.load_digits(return_X_y=True)"
-    ),
+    "train.py's imports + data": IMPORTS,
+    "+ a first optimizer": f"{IMPORTS}; torch.optim.Adam([torch.zeros(1, requires_grad=True)])",
 }
 
 
@@ -172,8 +174,9 @@ def print_program_overhead(result: dict[str, Any]) -> None:
               f"{1000 * inside / n:10.2f} {1000 * r['program_training_s'] / max(n - 1, 1):13.2f} "
               f"{'yes' if r['same_value'] else 'NO':>9s}")
     parts = result["prelude_s"]
-    print("bare children (median): " + "; ".join(
-        f"{k}: {v['ready']:.2f} s to run, {v['exit']:.2f} s to exit" for k, v in parts.items()))
+    print("bare children, median seconds until the code has run / then until the child exited:")
+    for label, v in parts.items():
+        print(f"  {label:27s} {v['ready']:5.2f} / {v['exit']:.2f}")
     print("start-up: from Popen to the child's first message (after its first step); "
           "training: the other steps, with a report and a should_stop round trip each; "
           "end: from finish() until the child is reaped")
