@@ -2,8 +2,10 @@
 
 Run it alone (``python train.py``: Adam, lr 1e-3, or ``ADAMTUNE_CONFIG=rec.json`` to train
 with a recommendation) or let a worker run it: ``adamtune worker --program
-digits='python examples/programs/train.py'``. The data, split and model are those of the
-built-in ``digits_mlp`` workload, so the two give comparable recommendations.
+digits='python examples/programs/train.py'``. The data, split, batches, model and
+evaluation are those of the built-in ``digits_mlp`` workload: a trial's validation loss is
+the in-process trial's to the last bit (on as many threads), and a job gives the built-in
+job's recommendation (tests/integration/test_program_parity.py, benchmarks/program_parity.py).
 
 Under ``torchrun --nproc-per-node N`` it trains with DistributedDataParallel (gloo on CPU,
 nccl on GPUs), each rank on its own shuffle of the data; only rank 0 talks to adamtune.
