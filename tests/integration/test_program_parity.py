@@ -16,6 +16,11 @@ rounding only: the in-process test (:func:`tuner.lr_range.run_lr_range_test`) st
 ``torch.optim.Adam``, the SDK the trials' fused Adam over two parameter groups, and at
 lr > 0.1 the training is chaotic enough to turn that rounding into a different divergence
 point. Given the trials' optimizer, the in-process curve is the program's, bit for bit.
+
+A whole job (a small one: the range test, the baseline, the sweep's suggestions and a few
+searched trials, pruning on) run by :func:`tuner.local_search.run_local_search` with the
+worker's program runner and trainer recommends what the built-in job does, field for field
+(``benchmarks/program_parity.py`` runs bigger jobs through ``adamtune tune``).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tuner.local_search import run_local_search
 from tuner.lr_range import SweepResult, run_lr_range_test
 from tuner.optim import OptimConfig, build_optimizer
-from tuner.spec import SweepSpec
+from tuner.spec import JobSpec, SweepSpec, parse_job
 from tuner.train import TrainSettings, TrialResult, run_trial
 from tuner.workloads import get as get_workload
 from workers.program_runner import ProgramRunner
+from workers.program_trials import ProgramTrainer
 from workers.programs import Program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +133,25 @@ def test_with_the_trials_optimizer_the_sweep_curve_is_the_same(runner: ProgramRu
     inside = _sweep_in_process(spec, trials_optimizer=True)
     child = runner.run_sweep(_program(), spec, seed=0)
     assert child.to_dict() == inside.to_dict()
+
+
+def test_a_small_job_recommends_what_the_built_in_job_does(runner: ProgramRunner) -> None:
+    body = {"name": "digits-parity", "seed": 3, "sweep": {"steps": 40},
+            "budget": {"trials": 8, "steps_per_trial": 60, "eval_every": 20}}
+    builtin = run_local_search(parse_job({**body, "workload": "digits_mlp"}))
+    program = _program()
+
+    def sweep(spec: JobSpec) -> SweepResult:
+        return runner.run_sweep(program, spec.sweep, seed=spec.seed)
+
+    as_program = run_local_search(
+        parse_job({**body, "program": "digits"}), sweep=sweep,
+        train=ProgramTrainer(runner, program),
+    )
+    searched = [t for t in as_program.study.trials if t.user_attrs.get("role") == "search"]
+    assert len(searched) >= 3  # TPE's samples, beyond the seeded trials
+    ours, theirs = as_program.recommendation, builtin.recommendation
+    assert as_program.sweep is not None and builtin.sweep is not None
+    assert as_program.sweep.lr_range == builtin.sweep.lr_range
+    differing = {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)}
+    assert differing <= {"diagnostics", "workload"}  # a program's trials report no Adam state
