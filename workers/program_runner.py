@@ -148,10 +148,12 @@ class ProgramRunner:
         report: ReportFn | None = None,
         should_stop: StopFn | None = None,
         log_name: str | None = None,
+        on_start: Callable[[ProgramRun], None] | None = None,
     ) -> TrialResult:
         """One trial of ``program`` with ``cfg``: a TrialResult, or TrialInterrupted.
 
-        The log goes to ``log_dir/<program>-<log_name>.log`` (default ``trial-<number>``).
+        The log goes to ``log_dir/<program>-<log_name>.log`` (default ``trial-<number>``);
+        ``on_start`` is called with the run (its pid and log) once the child has started.
         """
         session = TrialSession(cfg, settings.total_steps, report)
         env = {
@@ -170,7 +172,7 @@ class ProgramRunner:
             return session.handed_back
 
         name = log_name or (f"trial-{number}" if number is not None else "trial")
-        ending = self._run(program, env, session, stopping, name)
+        ending = self._run(program, env, session, stopping, name, on_start)
         if session.handed_back and session.outcome is None:
             raise TrialInterrupted(session.steps)
         if session.outcome is not None:
@@ -195,6 +197,7 @@ class ProgramRunner:
         session: Session,
         stopping: Callable[[], bool],
         log_name: str,
+        on_start: Callable[[ProgramRun], None] | None = None,
     ) -> str | None:
         """Run the child to its end; None if it ended as the session decided, else why not."""
         self.last_run = None  # until this run's child has started
@@ -221,6 +224,8 @@ class ProgramRunner:
             )
             drain.start()
             try:
+                if on_start is not None:
+                    on_start(self.last_run)
                 ending = self._watch(program, child, session, stopping)
             finally:
                 self._end(child, program.grace)

@@ -22,7 +22,7 @@ from tuner.driver import TrialOutcome
 from tuner.optim import OptimConfig
 from tuner.space import ResolvedSpace
 from tuner.train import ReportFn, StopFn, TrainSettings, TrialInterrupted, TrialResult
-from workers.program_runner import ProgramRunner
+from workers.program_runner import ProgramRun, ProgramRunner
 from workers.programs import Program
 
 
@@ -64,15 +64,17 @@ class ProgramTrainer:
         space: ResolvedSpace,
         stop: StopFn | None,
     ) -> TrialOutcome:
+        def started(run: ProgramRun) -> None:
+            # recorded while the trial runs: its log is served at once, and the pid is
+            # checkable after a cancel or a hand-back too (the child must be gone)
+            trial.set_user_attr("log", str(run.log_path))
+            trial.set_user_attr("pid", run.pid)
+
         def run(cfg: OptimConfig, settings: TrainSettings, report: ReportFn) -> TrialResult:
-            result = self.runner.run_trial(
+            return self.runner.run_trial(
                 self.program, cfg, settings, number=trial.number, report=report,
-                should_stop=stop,
+                should_stop=stop, on_start=started,
             )
-            if self.runner.last_run is not None:
-                trial.set_user_attr("log", str(self.runner.last_run.log_path))
-                trial.set_user_attr("pid", self.runner.last_run.pid)  # gone after: checkable
-            return result
 
         outcome = run_asked_trial(trial, space, settings, run)
         last = self.runner.last_run  # this trial's run (None if its child could not start)

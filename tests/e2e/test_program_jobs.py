@@ -69,7 +69,7 @@ def _trial_in(client: Client, job_id: str, state: str) -> dict | None:
 
 
 def _recorded_pid(service: Service, job_id: str, number: int) -> int:
-    """The child pid a finished trial recorded (user attr ``pid``), read from the study."""
+    """The child pid a trial recorded when its child started (user attr ``pid``)."""
     study = optuna.load_study(study_name=f"adamtune-{job_id}", storage=service.database_url)
     return int(study.trials[number].user_attrs["pid"])
 
@@ -242,6 +242,7 @@ def test_cancelling_a_program_job_ends_its_running_trials_processes(
         match = re.fullmatch(r"stopped at step (\d+): the job was cancelled", trial["reason"] or "")
         assert trial["state"] == "fail" and match is not None, trial
         assert int(match.group(1)) < FAULT_STEPS
+        assert _recorded_pid(service, job_id, number) in pids  # recorded at its start
     started = {t["number"] for t in trials if t["datetime_start"] is not None}
     assert started == {t["number"] for t in running}, trials  # none started after the cancel
     assert not any(_program_children(service, w) for w in WORKERS)
