@@ -122,8 +122,8 @@ class TrialSession:
         prune = (
             self.report_fn is not None
             and done >= self.cfg.warmup_steps
-            and done < self.total_steps  # the last evaluation is reported, never pruned
-            and self.report_fn(done, value)
+            and self.report_fn(done, value)  # the last evaluation too, as in process,
+            and done < self.total_steps  # but it is never pruned
         )
         if prune:
             return self._end("pruned", value, f"pruned at step {done}")

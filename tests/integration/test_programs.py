@@ -76,7 +76,9 @@ def test_a_trial_completes_with_its_curve(runner: ProgramRunner) -> None:
     assert result.state == "complete", result.reason
     assert [s for s, _ in result.curve] == [10, 20, 30]
     assert result.value == pytest.approx(result.curve[-1][1])
-    assert [s for s, _ in reports] == [10, 20]  # the last evaluation is never prunable
+    # every evaluation after warmup is reported, the last too (as in process): the
+    # dashboard shows the whole curve; the pruner's answer there is ignored
+    assert [s for s, _ in reports] == [10, 20, 30]
     assert result.steps == 30
     assert (runner.log_dir / "digits-trial-3.log").exists()
 

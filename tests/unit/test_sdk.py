@@ -175,6 +175,21 @@ def test_a_trial_reports_to_the_pruner_and_raises_pruned() -> None:
     assert session.outcome is not None and session.outcome.state == "pruned"
 
 
+def test_the_last_evaluation_is_reported_but_never_pruned() -> None:
+    """As in process: the pruner sees the final value, and a 'prune' there is ignored."""
+    asked: list[int] = []
+
+    def always_prune(step: int, value: float) -> bool:
+        asked.append(step)
+        return True
+
+    session = TrialSession(OptimConfig(warmup_steps=10), total_steps=10, report=always_prune)
+    assert session.handle({"op": "report", "step": 9, "val_loss": 0.5})["action"] == "continue"
+    assert session.handle({"op": "finish", "val_loss": 0.5})["action"] == "stop"
+    assert asked == [10]
+    assert session.outcome is not None and session.outcome.state == "complete"
+
+
 def test_a_non_finite_loss_prunes_the_trial_as_diverged() -> None:
     session = TrialSession(OptimConfig(), total_steps=10)
     server = ChannelServer(session.handle)
