@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from suite import get, names
-from suite.methods import METHODS, generic_search, random_sampler, tpe_sampler
+from suite.methods import METHODS, GenericSearch, random_sampler, tpe_sampler
 from suite.report import mean, multiplier_table, plot, promise_table, steps_table, table
 from suite.runs import quiet_single_thread, refuse_selected_seed
 from suite.training import losses_on_seeds
@@ -58,12 +58,12 @@ def run_multiplier(workload: Any, steps: int, trials: int, seed: int, unseen: li
     out: dict[str, Any] = {"adamtune_steps": budget, "target": target, "cap": cap}
     for method, sampler in (("optuna_tpe", tpe_sampler), ("random", random_sampler)):
         n_max = math.ceil(cap * budget / steps)
-        history = generic_search(workload, sampler(seed), n_max, steps, seed)
+        search = GenericSearch(workload, sampler(seed), steps, seed)  # run only as far as needed
         retrained: dict[int, float] = {}
         found, points = None, []
         for factor in CHECKPOINTS:
             n = min(n_max, max(1, math.floor(factor * budget / steps)))
-            index, config, _ = history.best_of_first(n)
+            index, config, _ = search.run_to(n).best_of_first(n)
             if index not in retrained:
                 retrained[index] = mean(losses_on_seeds(workload, config, steps, unseen))
             points.append({"trials": n, "steps": n * steps, "pick": index,
@@ -138,6 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", type=Path, help="default: docs/img/suite[_quick|_N].png")
     p.add_argument("--report", type=Path, metavar="JSON",
                    help="print the tables and draw the plot of a saved run; train nothing")
+    p.add_argument("--peers", type=Path, nargs="+", default=[], metavar="JSON",
+                   help="saved runs whose methods fill in the ones this run (or --report) "
+                        "lacks, e.g. the peers' picks beside an adamtune-only run; the run's "
+                        "settings must match theirs")
     args = p.parse_args(argv)
     if args.quick:
         args.trials, args.steps = min(args.trials, 10), min(args.steps, 100)
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_single_thread()
     if args.report is not None:
         saved = json.loads(args.report.read_text())
+        merge_peers(saved["results"], saved["args"], args.peers)
         report(saved["results"], saved["args"], args.plot, args.multiplier)
         return
     started = time.time()
@@ -168,8 +173,42 @@ def main(argv: list[str] | None = None) -> None:
                    "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                    "wall_s": time.time() - started, "results": results}
         args.json.write_text(json.dumps(_json_safe(payload), indent=1))
+    merge_peers(results, vars(args), args.peers)
     report(results, vars(args), args.plot, args.multiplier)
     print(f"JSON: {args.json}\nwall: {time.time() - started:.0f}s")
+
+
+SAME_SETTINGS = ("steps", "seed", "unseen_seeds")
+SEARCHING = ("optuna_tpe", "random")  # their pick depends on the number of trials
+
+
+def merge_peers(results: list[dict[str, Any]], args: dict[str, Any], files: list[Path]) -> None:
+    """Fill in each workload's missing methods (and grid) from saved runs of the same settings.
+
+    The peers do not depend on adamtune's engine, so their picks from an earlier run stand
+    beside a new adamtune-only run; a saved run with other steps or seeds is refused, and the
+    searching peers of a run with another number of trials are left out.
+    """
+    for path in files:
+        saved = json.loads(path.read_text())
+        theirs = saved["args"]
+        differ = [k for k in SAME_SETTINGS if theirs.get(k) != args.get(k)]
+        if differ:
+            raise SystemExit(
+                f"--peers {path}: not the settings of this run ({', '.join(differ)}: "
+                f"{[theirs.get(k) for k in differ]} there, {[args.get(k) for k in differ]} here)"
+            )
+        same_trials = theirs.get("trials") == args.get("trials")
+        by_name = {r["workload"]: r for r in saved["results"]}
+        for r in results:
+            other = by_name.get(r["workload"])
+            if other is None:
+                continue
+            for method, value in other["methods"].items():
+                if same_trials or method not in SEARCHING:
+                    r["methods"].setdefault(method, value)
+            if "grid" in other:
+                r.setdefault("grid", other["grid"])
 
 
 def report(results: list[dict[str, Any]], args: dict[str, Any], plot_path: Path,

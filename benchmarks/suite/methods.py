@@ -111,21 +111,34 @@ class SearchHistory:
         return index, self.trials[index][0], values[index]
 
 
+class GenericSearch:
+    """Plain Optuna over :func:`plain_adam_config`, extended on demand: a seeded sequential
+    search's first n trials are the n-trial search, so one study serves every budget."""
+
+    def __init__(self, workload: Workload, sampler: optuna.samplers.BaseSampler, steps: int,
+                 seed: int):
+        self.workload, self.steps, self.seed = workload, steps, seed
+        self.study = optuna.create_study(direction="minimize", sampler=sampler)
+        self.history = SearchHistory()
+
+    def run_to(self, trials: int) -> SearchHistory:
+        """Ask/tell until ``trials`` trials have run; a diverged trial fails."""
+        while len(self.history.trials) < trials:
+            trial = self.study.ask()
+            config = plain_adam_config(trial)
+            value = train_final(self.workload, config, self.steps, self.seed)
+            if math.isfinite(value):
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=TrialState.FAIL)
+            self.history.trials.append((config, value))
+        return self.history
+
+
 def generic_search(workload: Workload, sampler: optuna.samplers.BaseSampler, trials: int,
                    steps: int, seed: int) -> SearchHistory:
-    """Ask/tell ``trials`` trials of :func:`plain_adam_config`; a diverged trial fails."""
-    study = optuna.create_study(direction="minimize", sampler=sampler)
-    history = SearchHistory()
-    for _ in range(trials):
-        trial = study.ask()
-        config = plain_adam_config(trial)
-        value = train_final(workload, config, steps, seed)
-        if math.isfinite(value):
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=TrialState.FAIL)
-        history.trials.append((config, value))
-    return history
+    """``trials`` trials of plain Optuna with ``sampler``."""
+    return GenericSearch(workload, sampler, steps, seed).run_to(trials)
 
 
 def tpe_sampler(seed: int) -> optuna.samplers.BaseSampler:
