@@ -15,7 +15,8 @@ Parameterisation (what Optuna samples, and why):
 - ``wd_times_lr``: log-uniform; the weight decay is ``wd_times_lr / lr``. With AdamW the
   fraction of each weight removed per step is ``lr * weight_decay``, so sampling the product
   keeps the decay's strength independent of the lr. Its range is the weight-decay range
-  (``search.weight_decay``) multiplied by the reference lr (the sweep's suggestion).
+  (``search.weight_decay``) multiplied by the reference lrs (the sweep's suggestion and the
+  ladder's anchor, 2e-3): the sweep does not fence the decay either.
 - ``warmup_fraction``: uniform; warmup steps = round(fraction * steps_per_trial).
 """
 
@@ -52,7 +53,12 @@ class ResolvedSpace:
 
     @property
     def wd_times_lr(self) -> Interval:
-        return (self.weight_decay[0] * self.lr_ref, self.weight_decay[1] * self.lr_ref)
+        """The weight-decay range times the reference lrs: the sweep's suggestion and the
+        ladder's anchor (inside the lr range). Scaled by the sweep alone, a sweep 1000x low
+        left a weight decay of at most 1e-4 at the lr where Adam's optimum was: a fence."""
+        anchor = clamp(LADDER_ANCHOR_LR * SCHEDULE_SUGGESTION_PEAK, self.lr)
+        low, high = min(self.lr_ref, anchor), max(self.lr_ref, anchor)
+        return (self.weight_decay[0] * low, self.weight_decay[1] * high)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,10 +207,13 @@ def schedule_suggestion_params(space: ResolvedSpace, lr: float) -> dict[str, Any
 # owes nothing to the sweep (AdamW, weight decay 0.1: the common recipe), and one a decade below
 # the sweep's lr (range tests err high more often than low; 1.5 decades below where a decade
 # below is the default's lr already). A sweep 10-1000x off then still leaves a good scheduled
-# trial, and tells TPE which way the optimum lies.
+# trial, and tells TPE which way the optimum lies. A suggestion below COMMON_LR (where Adam's
+# optimum usually is) is already a probe of the low side: its rung goes a decade above the
+# anchor instead, so the five first trials span the lr range however wrong the sweep.
 LADDER_ANCHOR_LR = 1e-3
 LADDER_ANCHOR_WEIGHT_DECAY = 0.1
 LADDER_BELOW, LADDER_FURTHER_BELOW = 0.1, 10**-1.5
+LADDER_ABOVE_ANCHOR = 10.0
 
 
 def ladder_params(space: ResolvedSpace, lr: float) -> list[dict[str, Any]]:
@@ -217,6 +226,10 @@ def ladder_params(space: ResolvedSpace, lr: float) -> list[dict[str, Any]]:
         anchor["optimizer"] = "adamw"
     wd_times_lr = LADDER_ANCHOR_WEIGHT_DECAY * anchor["lr"]
     anchor["wd_times_lr"] = clamp(wd_times_lr, space.wd_times_lr)
-    near = abs(math.log10(lr * LADDER_BELOW / LADDER_ANCHOR_LR)) < 0.25
-    other = schedule_suggestion_params(space, lr * (LADDER_FURTHER_BELOW if near else LADDER_BELOW))
+    if lr < COMMON_LR[0]:
+        rung = LADDER_ANCHOR_LR * LADDER_ABOVE_ANCHOR
+    else:
+        near = abs(math.log10(lr * LADDER_BELOW / LADDER_ANCHOR_LR)) < 0.25
+        rung = lr * (LADDER_FURTHER_BELOW if near else LADDER_BELOW)
+    other = schedule_suggestion_params(space, rung)
     return [anchor] + ([other] if other is not None else [])

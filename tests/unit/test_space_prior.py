@@ -60,11 +60,11 @@ def test_a_jobs_own_lr_range_still_wins() -> None:
 
 
 def test_the_ladder_hedges_at_the_default_lr_and_goes_below_the_suggestion() -> None:
-    for suggested in (1e-5, 3e-3, 1e-2, 0.3):
+    for suggested in (1e-4, 3e-3, 1e-2, 0.3):
         space = resolve_space(SPEC, sweep_around(suggested))
         anchor, below = ladder_params(space, suggested)
         assert anchor["optimizer"] == "adamw" and anchor["lr"] == pytest.approx(2e-3)
-        assert anchor["wd_times_lr"] <= 0.1 * anchor["lr"] * (1 + 1e-9)  # weight decay <= 0.1
+        assert anchor["wd_times_lr"] == pytest.approx(0.1 * anchor["lr"])  # weight decay 0.1
         assert below["lr"] < 2 * suggested and below["schedule"] == "cosine"
         assert abs(math.log10(below["lr"] / anchor["lr"])) >= 0.25  # two distinct points
         for params in (anchor, below):
@@ -74,6 +74,25 @@ def test_the_ladder_hedges_at_the_default_lr_and_goes_below_the_suggestion() -> 
         sweep_around(1e-2),
     )
     assert ladder_params(constant, 1e-2) == []
+
+
+def test_a_suggestion_below_the_common_range_sends_the_rung_above_the_anchor() -> None:
+    """deep_narrow_gelu: the sweep said 1e-5, Adam's optimum is near 1e-2. The sweep's own two
+    trials probe the low side; the rung probes the other, and the anchor keeps its decay."""
+    suggested = 1e-5
+    space = resolve_space(SPEC, sweep_around(suggested))
+    anchor, rung = ladder_params(space, suggested)
+    assert anchor["wd_times_lr"] == pytest.approx(0.1 * anchor["lr"])  # not fenced by the sweep
+    assert rung["lr"] == pytest.approx(2e-2) and rung["schedule"] == "cosine"
+
+
+@pytest.mark.parametrize("suggested", [1e-5, 1e-3, 3e-2])
+def test_the_sweep_does_not_fence_the_weight_decay(suggested: float) -> None:
+    """At the anchor's lr and at the sweep's, a weight decay of 0.1 (and 1e-5) is reachable."""
+    space = resolve_space(SPEC, sweep_around(suggested))
+    low, high = space.wd_times_lr
+    for lr in (2e-3, suggested):
+        assert low <= 1e-5 * lr * (1 + 1e-9) and 0.1 * lr <= high * (1 + 1e-9)
 
 
 def test_the_sweep_seeds_the_first_trials_and_five_trials_are_all_seeded() -> None:
