@@ -50,18 +50,20 @@ def run_grid(workload: Any, steps: int, seeds: list[int], points: int) -> dict[s
             "best_lr": lrs[best], "best_mean": means[best]}
 
 
-def run_multiplier(workload: Any, steps: int, trials: int, seed: int, unseen: list[int],
-                   adamtune: dict[str, Any]) -> dict[str, Any]:
-    """Steps plain Optuna and random search need to match adamtune's unseen-seed loss."""
+def run_multiplier(workload: Any, steps: int, seed: int, unseen: list[int],
+                   adamtune: dict[str, Any], caps: dict[str, float]) -> dict[str, Any]:
+    """Steps plain Optuna and random search need to match adamtune's unseen-seed loss, tried
+    at each checkpoint up to the method's cap (no match: the multiplier is above the cap)."""
     target, budget = adamtune["unseen_mean"], adamtune["steps_spent"]
-    cap = CHECKPOINTS[-1]
-    out: dict[str, Any] = {"adamtune_steps": budget, "target": target, "cap": cap}
+    out: dict[str, Any] = {"adamtune_steps": budget, "target": target,
+                           "cap": max(caps.values())}
     for method, sampler in (("optuna_tpe", tpe_sampler), ("random", random_sampler)):
+        cap = caps[method]
         n_max = math.ceil(cap * budget / steps)
         search = GenericSearch(workload, sampler(seed), steps, seed)  # run only as far as needed
         retrained: dict[int, float] = {}
         found, points = None, []
-        for factor in CHECKPOINTS:
+        for factor in (f for f in CHECKPOINTS if f <= cap):
             n = min(n_max, max(1, math.floor(factor * budget / steps)))
             index, config, _ = search.run_to(n).best_of_first(n)
             if index not in retrained:
@@ -71,8 +73,8 @@ def run_multiplier(workload: Any, steps: int, trials: int, seed: int, unseen: li
             if retrained[index] <= target:
                 found = n * steps / budget
                 break
-        out[method] = {"multiplier": found, "checkpoints": points}
-        log.info("  multiplier %s: %s", method, f"{found:.1f}x" if found else f"> {cap}x")
+        out[method] = {"multiplier": found, "checkpoints": points, "cap": cap}
+        log.info("  multiplier %s: %s", method, f"{found:.1f}x" if found else f"> {cap:g}x")
     return out
 
 
@@ -106,8 +108,9 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
         log.info("%s grid-best lr %.2g: %.4g", name, result["grid"]["best_lr"],
                  result["grid"]["best_mean"])
     if args.multiplier and "adamtune" in result["methods"]:
-        result["multiplier"] = run_multiplier(workload, args.steps, args.trials, args.seed,
-                                              unseen, result["methods"]["adamtune"])
+        caps = dict(zip(("optuna_tpe", "random"), args.multiplier_caps, strict=True))
+        result["multiplier"] = run_multiplier(workload, args.steps, args.seed, unseen,
+                                              result["methods"]["adamtune"], caps)
     return result
 
 
@@ -133,6 +136,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="constant-lr Adam grid 1e-5..1 (0: none)")
     p.add_argument("--multiplier", action="store_true",
                    help="also the compute multiplier of Optuna and random search (costly)")
+    p.add_argument("--multiplier-caps", type=float, nargs=2, default=[10.0, 10.0],
+                   metavar=("TPE", "RANDOM"), choices=CHECKPOINTS,
+                   help="the most steps (x adamtune's) each peer gets; e.g. 2 4 tells whether "
+                        "they need >= 3x and >= 5x at a third of the cost of 10 10")
     p.add_argument("--quick", action="store_true", help="3 workloads, 10 trials, 100 steps")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/suite[_quick|_N].json")
     p.add_argument("--plot", type=Path, help="default: docs/img/suite[_quick|_N].png")

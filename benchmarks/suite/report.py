@@ -17,8 +17,10 @@ def mean(values: list[float]) -> float:
 
 
 def best_peer(result: dict[str, Any]) -> tuple[str, float]:
-    """The method other than adamtune with the lowest unseen-seed mean."""
+    """The method other than adamtune with the lowest unseen-seed mean (adamtune itself in a
+    run of adamtune alone: add the peers of a saved run with ``--peers``)."""
     peers = {m: r["unseen_mean"] for m, r in result["methods"].items() if m != "adamtune"}
+    peers = peers or {m: r["unseen_mean"] for m, r in result["methods"].items()}
     name = min(peers, key=peers.__getitem__)
     return name, peers[name]
 
@@ -93,15 +95,17 @@ def multiplier_table(results: list[dict[str, Any]]) -> str:
         cells = []
         for method in ("optuna_tpe", "random"):
             m = mult[method]["multiplier"]
-            cells.append(f"{m:.1f}x" if m is not None else f"> {mult['cap']:.0f}x")
+            cap = mult[method].get("cap", mult["cap"])
+            cells.append(f"{m:.1f}x" if m is not None else f"> {cap:g}x")
         lines.append(f"| {result['workload']} | {mult['adamtune_steps']} | " + " | ".join(cells)
                      + " |")
     for method in ("optuna_tpe", "random"):
         values = [r["multiplier"][method]["multiplier"] for r in rows]
         capped = [v if v is not None else math.inf for v in values]
+        cap = max(r["multiplier"][method].get("cap", r["multiplier"]["cap"]) for r in rows)
         lines.append(f"\nmedian {LABELS[method]}: {statistics.median(capped):.1f}x"
                      if math.isfinite(statistics.median(capped))
-                     else f"\nmedian {LABELS[method]}: > cap")
+                     else f"\nmedian {LABELS[method]}: > {cap:g}x (its cap)")
     return "\n".join(lines)
 
 
