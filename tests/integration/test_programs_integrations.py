@@ -49,7 +49,7 @@ def test_a_trainer_trial_completes(runner: ProgramRunner, tmp_path: Path) -> Non
         report=lambda step, value: seen.append(step) is not None,  # never prunes
     )
     assert result.state == "complete", result.reason
-    assert seen == [10]  # the evaluation at step 20 is the last: reported, never prunable
+    assert seen == [10, 20]  # step 20 is the last evaluation: reported, its answer ignored
     assert [s for s, _ in result.curve] == [10, 20]
     assert result.value is not None and 0 < result.value < 2
 
