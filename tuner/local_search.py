@@ -23,7 +23,7 @@ from tuner.batch import train_trials
 from tuner.driver import BatchTrainer, ProgressCallback, SearchDriver
 from tuner.lr_range import SweepResult, run_lr_range_test
 from tuner.population import train_population
-from tuner.population.sizing import PopulationChoice, population_for
+from tuner.population.sizing import PROGRAM_POPULATION, population_for
 from tuner.recommend import build_recommendation
 from tuner.search import StudyConflictError, default_study_name, open_study
 from tuner.space import ResolvedSpace, resolve_space
@@ -121,10 +121,8 @@ def run_local_search(
     study, sweep_result, lr_range = _open(spec, sweep, storage, name, progress)
     space = resolve_space(spec, lr_range)
     settings = TrainSettings.from_spec(spec, device)
-    population = (
-        PopulationChoice(1, "a program trains one trial per child process")
-        if workload is None
-        else population_for(spec, workload, settings)  # measured here for "auto"
+    population = (  # measured here for "auto"
+        PROGRAM_POPULATION if workload is None else population_for(spec, workload, settings)
     )
     driver = SearchDriver(
         study, spec.budget.trials, log_level=logging.DEBUG, plan=confirm.plan_for(spec),

@@ -31,7 +31,7 @@ from tuner.db.status import JobStatus
 from tuner.db.trials import REASON_ATTR
 from tuner.driver import BudgetCount, SearchDriver, TrialOutcome, best_trial, best_value
 from tuner.population import train_population
-from tuner.population.sizing import PopulationChoice, population_for
+from tuner.population.sizing import PROGRAM_POPULATION, PopulationChoice, population_for
 from tuner.train import TrainSettings, TrialInterrupted
 from workers.context import ContextCache, JobContext
 from workers.errors import TRANSIENT_ERRORS, describe
@@ -73,7 +73,7 @@ class TrialRunner:
     def population(self, ctx: JobContext) -> PopulationChoice:
         """The job's population on this device; an ``auto`` choice becomes a job event."""
         if ctx.program is not None:
-            return PopulationChoice(1, "a program trains one trial per child process")
+            return PROGRAM_POPULATION
         if self.runtime.population:
             return PopulationChoice(self.runtime.population, "set by the worker's --population")
         choice = self.populations.get(ctx.job_id)

@@ -80,6 +80,10 @@ class PopulationChoice:
         }
 
 
+PROGRAM_POPULATION = PopulationChoice(1, "a program trains one trial per child process")
+"""A program job's: the user's script trains one trial per run (worker and ``adamtune tune``)."""
+
+
 def member_bytes(timings: Sequence[SizeTiming]) -> int | None:
     """Peak memory per member: the steepest growth between measured sizes (the first size's
     whole peak when only one was measured); None without peak measurements."""
