@@ -23,7 +23,8 @@ import httpx
 import optuna
 import pytest
 
-from tests.e2e.harness import Service, descendants, is_alive, wait_until
+from tests.e2e.harness import Service, wait_until
+from tests.processes import descendants, is_alive
 from tuner.client import ApiError, Client
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +67,17 @@ def _workers(service: Service) -> list[dict]:
 def _trial_in(client: Client, job_id: str, state: str) -> dict | None:
     """The job's first trial in ``state`` (GET /v1/jobs/{id}/trials), or None."""
     return next((t for t in client.trials(job_id) if t["state"] == state), None)
+
+
+def _first_trial_in(client: Client, job: dict, state: str) -> tuple[str, dict]:
+    """Submit ``job``; its id and its first trial to reach ``state`` (over REST)."""
+    job_id = client.submit(job)["id"]
+    return job_id, wait_until(lambda: _trial_in(client, job_id, state), JOB_TIMEOUT_S, state)
+
+
+def _assert_log_served(service: Service, job_id: str, number: int, text: str) -> None:
+    log = httpx.get(f"{service.api_url}/v1/jobs/{job_id}/trials/{number}/log")
+    assert log.status_code == 200 and text in log.text
 
 
 def _recorded_pid(service: Service, job_id: str, number: int) -> int:
@@ -136,14 +148,13 @@ def test_a_crashing_trial_fails_with_the_reason_and_log_tail_over_rest(
 ) -> None:
     _start(service, tmp_path)
     client = service.client()
-    job = client.submit({**JOB, "program": "crashing", "budget": {**JOB["budget"], "trials": 2}})
-    trial = wait_until(lambda: _trial_in(client, job["id"], "fail"), JOB_TIMEOUT_S, "a failure")
+    crashing = {**JOB, "program": "crashing", "budget": {**JOB["budget"], "trials": 2}}
+    job_id, trial = _first_trial_in(client, crashing, "fail")
     assert "exited with code 1" in trial["reason"], trial
     assert "RuntimeError: --crash-at 5: crashing on purpose" in trial["reason"]
-    log = httpx.get(f"{service.api_url}/v1/jobs/{job['id']}/trials/{trial['number']}/log")
-    assert log.status_code == 200 and "crashing on purpose" in log.text
-    assert not is_alive(_recorded_pid(service, job["id"], trial["number"]))
-    done = client.wait(job["id"], timeout=JOB_TIMEOUT_S, poll=0.5)  # every trial crashes
+    _assert_log_served(service, job_id, trial["number"], "crashing on purpose")
+    assert not is_alive(_recorded_pid(service, job_id, trial["number"]))
+    done = client.wait(job_id, timeout=JOB_TIMEOUT_S, poll=0.5)  # every trial crashes
     assert done["status"] == "failed", done
 
 
@@ -186,15 +197,12 @@ def test_a_hanging_trial_is_killed_at_its_time_limit_with_the_reason_and_log_tai
     service: Service, tmp_path: Path
 ) -> None:
     _start_faulty(service, tmp_path)
-    client = service.client()
-    job = client.submit(_fault_job("hanging"))
-    trial = wait_until(lambda: _trial_in(client, job["id"], "fail"), JOB_TIMEOUT_S, "a failure")
+    job_id, trial = _first_trial_in(service.client(), _fault_job("hanging"), "fail")
     limit = f"program 'hanging' exceeded its time limit of {HANG_LIMIT_S}s: killed"
     assert limit in trial["reason"], trial
     assert "--hang-at 5: hanging on purpose" in trial["reason"]  # the stderr tail
-    log = httpx.get(f"{service.api_url}/v1/jobs/{job['id']}/trials/{trial['number']}/log")
-    assert log.status_code == 200 and "hanging on purpose" in log.text
-    assert not is_alive(_recorded_pid(service, job["id"], trial["number"]))
+    _assert_log_served(service, job_id, trial["number"], "hanging on purpose")
+    assert not is_alive(_recorded_pid(service, job_id, trial["number"]))
 
 
 def test_a_pruned_trial_whose_script_ignores_it_ends_with_its_process(
@@ -202,11 +210,9 @@ def test_a_pruned_trial_whose_script_ignores_it_ends_with_its_process(
 ) -> None:
     """The script keeps running once pruned (diverged: NaN loss); the worker ends it."""
     _start_faulty(service, tmp_path)
-    client = service.client()
-    job = client.submit(_fault_job("diverging"))
-    trial = wait_until(lambda: _trial_in(client, job["id"], "pruned"), JOB_TIMEOUT_S, "a prune")
+    job_id, trial = _first_trial_in(service.client(), _fault_job("diverging"), "pruned")
     assert trial["reason"].startswith("non-finite training loss (nan) at step 3"), trial
-    assert not is_alive(_recorded_pid(service, job["id"], trial["number"]))
+    assert not is_alive(_recorded_pid(service, job_id, trial["number"]))
 
 
 def test_cancelling_a_program_job_ends_its_running_trials_processes(

@@ -31,7 +31,8 @@ from tests.e2e.faults_harness import (
     retries_of,
     store_fixture,  # noqa: F401 - the store fixture
 )
-from tests.e2e.harness import is_alive, wait_until
+from tests.e2e.harness import wait_until
+from tests.processes import is_alive
 from tuner.client import Client
 from workers.devices import parse_devices
 from workers.supervisor import RestartPolicy, Supervisor

@@ -15,7 +15,8 @@ import optuna
 import pytest
 
 from adamtune.cli.processes import adamtune_command, free_port, wait_http_ok
-from tests.e2e.harness import CHILD_ENV, descendants, listening_ports, wait_until
+from tests.e2e.harness import CHILD_ENV, listening_ports, wait_until
+from tests.processes import descendants
 from tuner.db import keys
 from tuner.db.engine import make_engine, make_session_factory, transaction
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from adamtune.cli.processes import adamtune_command, free_port, wait_http_ok
-from tests.e2e.harness import CHILD_ENV, descendants, is_alive, wait_until
+from tests.e2e.harness import CHILD_ENV, wait_until
+from tests.processes import descendants, is_alive
 
 pytestmark = pytest.mark.e2e
 
