@@ -95,8 +95,6 @@ class TrialRunner:
         with self.search_lock(ctx.job_id, self.owner) as grant:
             if isinstance(grant, LockRefused):
                 return BUSY if grant.searching else NOTHING
-            if grant.took_over:
-                self._adopt_orphans(ctx)
             trials, count = self._count(ctx)
             if count.done or count.exhausted:
                 ctx.progress_pending = False
@@ -138,7 +136,9 @@ class TrialRunner:
         return trials, count
 
     def _reap(self, ctx: JobContext) -> None:
-        """Fail the job's stale trials (re-enqueued by the storage's retry callback)."""
+        """Fail the job's stale trials (re-enqueued by the storage's retry callback), after
+        giving a heartbeat to any trial asked but never heartbeated (:meth:`_adopt_orphans`)."""
+        self._adopt_orphans(ctx)
         optuna.storages.fail_stale_trials(ctx.study)
         ctx.reaped_at = time.monotonic()
 
@@ -171,16 +171,21 @@ class TrialRunner:
                         "the job may get one trial more than its budget", job_id, owner)
 
     def _adopt_orphans(self, ctx: JobContext) -> None:
-        """Give a heartbeat to trials a dead lock holder asked but never heartbeated.
+        """Give a heartbeat to trials that were asked but never heartbeated.
 
-        Optuna only fails stale trials that have a heartbeat; with one, such a trial is
-        failed and re-enqueued after the grace period like any other trial of a dead worker.
+        Trials are asked under the search lock and get their first heartbeat there, so a
+        RUNNING trial without one, seen under the lock, was left by an ask that failed half
+        way: its worker died, or lost the database between creating the trial and beating
+        for it (and carried on with other trials). Optuna only fails stale trials that have
+        a heartbeat; with one, such a trial is failed and re-enqueued after the grace period
+        like any other trial of a dead worker, instead of holding the job's budget forever.
         """
         with transaction(self.runtime.sessions) as s:
             orphans = running_trials_without_heartbeat(s, ctx.study_name)
         for orphan in orphans:
-            log.warning("job %s: trial id %d has no heartbeat (its worker died while asking); "
-                        "it will be re-run after the grace period", ctx.job_id, orphan)
+            log.warning("job %s: trial id %d has no heartbeat (its worker died or lost the "
+                        "database while asking it); it will be re-run after the grace period",
+                        ctx.job_id, orphan)
             self.runtime.storage.record_heartbeat(orphan)
 
     def reap_stale(self, job_id: str) -> None:

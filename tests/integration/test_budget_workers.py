@@ -191,3 +191,26 @@ def test_confirmations_are_enqueued_once_by_concurrent_workers_and_fill_the_budg
         rec = recommendations.get_recommendation(s, job_id)
     assert rec is not None and rec.final and rec.body["objective_seeds"] == [seed]
     assert not rec.body["objective_selected_on_seed"] and rec.body["baseline_seeds"] == [seed]
+
+
+def test_a_trial_asked_but_never_heartbeated_is_rerun_and_the_job_completes(
+    migrated_url: str, sessions: Any
+) -> None:
+    """An ask that fails half way (the trial created, the connection lost before its first
+    heartbeat; the worker carries on) leaves a RUNNING trial without a heartbeat row, which
+    Optuna's stale check never sees. The search lock is free, not taken over: the worker
+    that left it must still fail and re-run it, or the job waits for it forever."""
+    total = 3
+    job_id = _searching_study(migrated_url, sessions, trials=total)
+    study = optuna.load_study(study_name=_job(sessions, job_id).study_name, storage=migrated_url)
+    orphan = study.ask()  # what the half-done ask left: no heartbeat, no worker id
+    _run_workers(migrated_url, job_id, 1)
+
+    job = _job(sessions, job_id)
+    assert job.status == "completed", job.error
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert states[orphan.number] == TrialState.FAIL
+    assert states.count(TrialState.COMPLETE) == total
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert any(t.system_attrs.get("failed_trial") == orphan.number for t in trials)
