@@ -53,9 +53,9 @@ def test_a_sweep_1000x_off_still_leaves_the_common_adam_range() -> None:
 
 
 def test_a_jobs_own_lr_range_still_wins() -> None:
-    spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(
-        update={"lr": {"low": 1e-3, "high": 2e-3}})})
-    spec = JobSpec.model_validate(spec.model_dump())
+    spec = JobSpec.model_validate(
+        {**SPEC.model_dump(), "search": {**SPEC.search.model_dump(),
+                                         "lr": {"low": 1e-3, "high": 2e-3}}})
     assert resolve_space(spec, sweep_around(1e-2)).lr == (1e-3, 2e-3)
 
 
