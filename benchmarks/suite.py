@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from suite import get, names
-from suite.methods import METHODS, GenericSearch, random_sampler, tpe_sampler
+from suite.methods import FAMILY_ABLATION, METHODS, GenericSearch, random_sampler, tpe_sampler
 from suite.report import mean, multiplier_table, plot, promise_table, steps_table, table
 from suite.runs import quiet_single_thread, refuse_selected_seed
 from suite.training import losses_on_seeds
@@ -87,7 +87,8 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for method in args.methods:
         start = time.perf_counter()
         try:
-            pick = METHODS[method](workload, args.trials, args.steps, args.seed)
+            pick = {**METHODS, **FAMILY_ABLATION}[method](workload, args.trials, args.steps,
+                                                          args.seed)
         except Exception as exc:  # one method's crash is a result, not the end of the suite
             log.exception("%s %s failed", name, method)
             result["methods"][method] = {"error": repr(exc), "config": None, "steps_spent": 0,
@@ -129,7 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=30, help="trials of every searching method")
     p.add_argument("--steps", type=int, default=150, help="training steps of every trial")
     p.add_argument("--workloads", nargs="+", choices=names(), help="default: all")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=[*METHODS, *FAMILY_ABLATION],
+                   default=list(METHODS),
+                   help="default: every method but the optimizer-family ablation "
+                        f"({', '.join(FAMILY_ABLATION)})")
     p.add_argument("--seed", type=int, default=0, help="the selection seed")
     p.add_argument("--unseen-seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--grid-points", type=int, default=11,

@@ -23,7 +23,10 @@ from tuner.workloads.base import Workload
 
 # A configuration is a JSON-able dict: "kind" names the optimizer, the rest its settings.
 Config = dict[str, Any]
-KINDS = ("adam", "adamw", "nadamw", "schedulefree", "prodigy")
+KINDS = ("adam", "adamw", "nadamw", "radamw", "schedulefree", "prodigy")
+# NAdamW and RAdamW default to AlgoPerf's recipe (warmup, then cosine decay to 0); a
+# configuration may say ``"schedule": "constant"`` (the optimizer-family ablation does).
+DECOUPLED = {"nadamw": torch.optim.NAdam, "radamw": torch.optim.RAdam}
 
 
 @dataclass
@@ -52,14 +55,14 @@ def build(cfg: Config, model: nn.Module, steps: int) -> Built:
         # a plain user script puts weight decay on every parameter; the engine skips 1-D ones
         optimizer = build_optimizer(model, opt_cfg, decay_1d=bool(cfg.get("decay_1d")))
         return Built(optimizer, build_scheduler(optimizer, opt_cfg, steps))
-    if kind == "nadamw":
-        optimizer = torch.optim.NAdam(
+    if kind in DECOUPLED:
+        optimizer = DECOUPLED[kind](
             model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
             eps=cfg.get("eps", 1e-8), weight_decay=cfg["weight_decay"],
             decoupled_weight_decay=True,
         )
-        fn = partial(lr_multiplier, total_steps=steps, warmup_steps=cfg["warmup_steps"],
-                     schedule="cosine")
+        fn = partial(lr_multiplier, total_steps=steps, warmup_steps=cfg.get("warmup_steps", 0),
+                     schedule=cfg.get("schedule", "cosine"))
         return Built(optimizer, LambdaLR(optimizer, fn))
     if kind == "schedulefree":
         import schedulefree

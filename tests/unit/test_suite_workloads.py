@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 import torch
 
 from benchmarks.suite import get, names
-from benchmarks.suite.methods import ALGOPERF_NADAMW, algoperf_config
+from benchmarks.suite.methods import ALGOPERF_NADAMW, algoperf_config, plain_adam_config
 from benchmarks.suite.training import build, train_final
 from tuner.workloads import Workload
 from tuner.workloads.registry import names as project_names
@@ -83,3 +84,25 @@ def test_algoperf_points_are_distinct_with_warmup_and_decoupled_decay() -> None:
 def test_unknown_optimizer_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="use one of"):
         build({"kind": "sgd"}, get("wine_logreg").make_model(0), 10)
+
+
+@pytest.mark.parametrize(("kind", "cls"), [("nadamw", torch.optim.NAdam),
+                                           ("radamw", torch.optim.RAdam)])
+def test_the_family_ablation_searches_the_same_dimensions_with_decoupled_decay(
+    kind: str, cls: type
+) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    cfg = plain_adam_config(study.ask(), kind)
+    adam = plain_adam_config(study.ask())
+    assert cfg.keys() - {"schedule"} == adam.keys() and cfg["schedule"] == "constant"
+    steps = 40
+    built = build(cfg, get("wine_logreg").make_model(0), steps)
+    assert isinstance(built.optimizer, cls) and built.optimizer.defaults["decoupled_weight_decay"]
+    assert built.scheduler is not None
+    for _ in range(steps):
+        built.optimizer.step()
+        built.scheduler.step()
+    assert built.optimizer.param_groups[0]["lr"] == pytest.approx(cfg["lr"])  # constant
+    dist = study.trials[0].distributions["weight_decay"]
+    assert (dist.low, dist.high) == (1e-5, 1.0)  # AdamW's usual 1e-2..1e-1 inside
+    assert math.isfinite(train_final(get("wine_logreg"), cfg, 20, 1))
