@@ -126,9 +126,16 @@ def enqueue_confirmations(
 ) -> int:
     """Enqueue the confirmation trials once (the caller holds the job's search lock); the
     number enqueued. Fewer than ``plan.trials`` where fewer configurations completed: the
-    budget's remaining trials are then searched."""
+    budget's remaining trials are then searched.
+
+    Each enqueue is its own write, and the study's marker comes last: an enqueue cut short
+    (the connection lost half way) is finished by the next lock holder, which skips every
+    (trial, seed) already in ``trials``, so no confirmation runs twice and the budget holds.
+    """
     if enqueued(study):
         return 0
+    present = {(t.user_attrs.get("of_trial"), t.user_attrs.get("seed"))
+               for t in trials if role_of(t) == ROLE_CONFIRM}
     done = _finite_complete(trials)
     repeats = [(t, role_of(t)) for t in candidates(trials, plan.top)]
     repeats += [(t, ROLE_BASELINE) for t in done if role_of(t) == ROLE_BASELINE][:1]
@@ -137,8 +144,12 @@ def enqueue_confirmations(
         for t in done
         if role_of(t) == ROLE_REFERENCE and t.user_attrs.get("reference") in plan.references
     ]
+    n = 0
     for seed in plan.seeds:
         for trial, role in repeats:
+            if (trial.number, seed) in present:
+                continue
+            n += 1
             attrs = {"role": ROLE_CONFIRM, "seed": seed, "of_trial": trial.number, "of_role": role}
             if role == ROLE_REFERENCE:
                 attrs["reference"] = trial.user_attrs["reference"]
@@ -146,9 +157,9 @@ def enqueue_confirmations(
     study.set_user_attr(
         ENQUEUED_ATTR, {"seeds": list(plan.seeds), "of_trials": [t.number for t, _ in repeats]}
     )
-    n = len(plan.seeds) * len(repeats)
-    log.info("confirming trials %s on seeds %s: %d trials",
-             [t.number for t, _ in repeats], list(plan.seeds), n)
+    log.info("confirming trials %s on seeds %s: %d trials (%d enqueued before)",
+             [t.number for t, _ in repeats], list(plan.seeds),
+             len(plan.seeds) * len(repeats), len(present))
     return n
 
 

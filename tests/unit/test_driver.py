@@ -154,6 +154,38 @@ def test_confirmations_wait_for_running_search_trials_and_are_enqueued_once() ->
     assert sum(t.state == TrialState.WAITING for t in study.trials) == 2
 
 
+def test_an_enqueue_cut_short_is_finished_without_repeating_a_confirmation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection lost after two of the six confirmations were enqueued (the marker not
+    yet written): the next lock holder enqueues the other four, and the budget holds."""
+    study = seeded_study()
+    driver = SearchDriver(study, 12, plan=PLAN)
+    asked = driver.ask(driver.owed(*driver.count()))
+    assert len(asked) == 12 - PLAN.trials
+    for t in asked:
+        driver.tell(t, loss_by_x([t], None, SETTINGS, SPACE)[0])
+    enqueue, calls = study.enqueue_trial, []
+
+    def cut_after_two(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) > 2:
+            raise ConnectionError("server closed the connection unexpectedly")
+        enqueue(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study, "enqueue_trial", cut_after_two)
+    with pytest.raises(ConnectionError):
+        driver.owed(*driver.count())
+    monkeypatch.setattr(study, "enqueue_trial", enqueue)
+    assert not confirm.enqueued(study) and len(study.trials) == 12 - PLAN.trials + 2
+
+    count = SearchDriver(study, 12, plan=PLAN).run(loss_by_x, None, SETTINGS, SPACE)  # type: ignore[arg-type]
+    assert count.finished == 12 == len(study.trials)  # not 14: nothing confirmed twice
+    pairs = [(t.user_attrs["of_trial"], t.user_attrs["seed"]) for t in study.trials
+             if t.user_attrs.get("role") == "confirm"]
+    assert len(pairs) == len(set(pairs)) == PLAN.trials
+
+
 def test_without_a_complete_configuration_the_rest_of_the_budget_is_searched() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
 
