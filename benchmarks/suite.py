@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 from suite import get, names
 from suite.methods import FAMILY_ABLATION, METHODS, GenericSearch, random_sampler, tpe_sampler
-from suite.report import mean, multiplier_table, plot, promise_table, steps_table, table
+from suite.report import (
+    mean,
+    multiplier_table,
+    paired_table,
+    plot,
+    promise_table,
+    steps_table,
+    table,
+)
 from suite.runs import quiet_single_thread, refuse_selected_seed
 from suite.training import losses_on_seeds
 
@@ -233,6 +241,11 @@ def report(results: list[dict[str, Any]], args: dict[str, Any], plot_path: Path,
           f"unseen seeds {args['unseen_seeds']}; ratio = unseen-seed mean / best peer's "
           "(bold: the best peer)\n")
     print(table(results))
+    pairs = paired_table(results)
+    if pairs:
+        print(f"\nadamtune against the best peer, seed by seed ({len(args['unseen_seeds'])} "
+              "unseen seeds; the interval: 95%, t on the log ratios)\n")
+        print(pairs)
     print("\nTraining steps spent choosing (LR range test included; re-training not counted)\n")
     print(steps_table(results))
     print("\nadamtune's expected_objective against its unseen-seed re-train\n")

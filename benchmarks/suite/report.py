@@ -47,6 +47,44 @@ def promise(result: dict[str, Any]) -> dict[str, Any] | None:
             "within_5pct": abs(rel) <= WITHIN, "within_spread": abs(actual - expected) <= band}
 
 
+def paired(result: dict[str, Any], method: str = "adamtune") -> dict[str, Any] | None:
+    """``method`` against the best other method, seed by seed: the geometric mean of the
+    per-seed loss ratios and its 95% confidence interval (t on the log ratios; every pick is
+    re-trained on the same unseen seeds, so the pairs share model init and batch order).
+    None without a peer, or where a loss diverged."""
+    others = {m: r for m, r in result["methods"].items() if m != method and not r.get("error")}
+    ours = result["methods"].get(method)
+    if not others or ours is None or ours.get("error"):
+        return None
+    peer = min(others, key=lambda m: others[m]["unseen_mean"])
+    pairs = list(zip(ours["unseen_losses"], others[peer]["unseen_losses"], strict=True))
+    if len(pairs) < 2 or not all(math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0
+                                 for a, b in pairs):
+        return None
+    logs = [math.log(a / b) for a, b in pairs]
+    from scipy import stats  # scikit-learn's dependency, there with the suite's data
+
+    half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    centre = statistics.fmean(logs)
+    low, high = math.exp(centre - half), math.exp(centre + half)
+    verdict = ("better" if high < 1.0 else "worse" if low > 1.0 else "not distinguishable")
+    return {"peer": peer, "ratio": math.exp(centre), "low": low, "high": high,
+            "seeds": len(logs), "verdict": verdict}
+
+
+def paired_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: adamtune against the best peer, seed by seed, with the 95% interval."""
+    lines = ["| workload | best peer | paired ratio | 95% interval | adamtune is |",
+             "|---|---|---|---|---|"]
+    for result in results:
+        p = paired(result)
+        if p is None:
+            continue
+        lines.append(f"| {result['workload']} | {LABELS[p['peer']]} | {p['ratio']:.3f} | "
+                     f"{p['low']:.3f} .. {p['high']:.3f} | {p['verdict']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _fmt(value: float) -> str:
     if not math.isfinite(value):
         return "diverged"
