@@ -187,14 +187,22 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.workloads:
         results.append(run_workload(name, args))
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"args": {k: str(v) if isinstance(v, Path) else v
-                            for k, v in vars(args).items()},
+        payload = {"args": {k: _plain(v) for k, v in vars(args).items()},
                    "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                    "wall_s": time.time() - started, "results": results}
         args.json.write_text(json.dumps(_json_safe(payload), indent=1))
     merge_peers(results, vars(args), args.peers)
     report(results, vars(args), args.plot, args.multiplier)
     print(f"JSON: {args.json}\nwall: {time.time() - started:.0f}s")
+
+
+def _plain(value: Any) -> Any:
+    """An argument as JSON holds it: paths (``--json``, ``--peers`` ...) as strings."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 SAME_SETTINGS = ("steps", "seed", "unseen_seeds")
