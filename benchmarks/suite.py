@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from suite import get, names
-from suite.methods import FAMILY_ABLATION, METHODS, GenericSearch, random_sampler, tpe_sampler
+from suite.methods import ABLATIONS, METHODS, GenericSearch, random_sampler, tpe_sampler
 from suite.report import (
     mean,
     multiplier_table,
@@ -95,7 +95,7 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for method in args.methods:
         start = time.perf_counter()
         try:
-            pick = {**METHODS, **FAMILY_ABLATION}[method](workload, args.trials, args.steps,
+            pick = {**METHODS, **ABLATIONS}[method](workload, args.trials, args.steps,
                                                           args.seed)
         except Exception as exc:  # one method's crash is a result, not the end of the suite
             log.exception("%s %s failed", name, method)
@@ -138,10 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=30, help="trials of every searching method")
     p.add_argument("--steps", type=int, default=150, help="training steps of every trial")
     p.add_argument("--workloads", nargs="+", choices=names(), help="default: all")
-    p.add_argument("--methods", nargs="+", choices=[*METHODS, *FAMILY_ABLATION],
+    p.add_argument("--methods", nargs="+", choices=[*METHODS, *ABLATIONS],
                    default=list(METHODS),
-                   help="default: every method but the optimizer-family ablation "
-                        f"({', '.join(FAMILY_ABLATION)})")
+                   help="default: every method but the ablations "
+                        f"({', '.join(ABLATIONS)})")
     p.add_argument("--seed", type=int, default=0, help="the selection seed")
     p.add_argument("--unseen-seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--grid-points", type=int, default=11,

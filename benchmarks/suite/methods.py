@@ -85,13 +85,14 @@ def adamtune(workload: Workload, trials: int, steps: int, seed: int) -> Pick:
                 extra={"recommendation": json.loads(json.dumps(rec, default=str))})
 
 
-def plain_adam_config(trial: optuna.Trial, kind: str = "adam") -> Config:
+def plain_adam_config(trial: optuna.Trial, kind: str = "adam", decay_1d: bool = True) -> Config:
     """What a generic tuner searches for Adam: five hyperparameters, lr over five decades,
     weight decay on every parameter, constant lr (a 20-line Optuna script).
 
     Another ``kind`` (the optimizer-family ablation: ``adamw``, ``nadamw``, ``radamw``)
     searches the same dimensions with decoupled decay, whose strength is ``lr x decay``: its
     range is the L2 range's times 10 (1e-5 .. 1), where AdamW's usual 1e-2 .. 1e-1 lies.
+    ``decay_1d=False`` decays matrices only (biases and norm weights not), as adamtune does.
     """
     decoupled = kind != "adam"
     low, high = (1e-5, 1.0) if decoupled else (1e-6, 1e-1)
@@ -101,7 +102,7 @@ def plain_adam_config(trial: optuna.Trial, kind: str = "adam") -> Config:
         "beta2": trial.suggest_float("beta2", 0.9, 0.9999),
         "eps": trial.suggest_float("eps", 1e-10, 1e-6, log=True),
         "weight_decay": trial.suggest_float("weight_decay", low, high, log=True),
-        "decay_1d": True,
+        "decay_1d": decay_1d,
     }
     if decoupled:
         config["schedule"] = "constant"
@@ -126,8 +127,9 @@ class GenericSearch:
     search's first n trials are the n-trial search, so one study serves every budget."""
 
     def __init__(self, workload: Workload, sampler: optuna.samplers.BaseSampler, steps: int,
-                 seed: int, kind: str = "adam"):
+                 seed: int, kind: str = "adam", decay_1d: bool = True):
         self.workload, self.steps, self.seed, self.kind = workload, steps, seed, kind
+        self.decay_1d = decay_1d
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self.history = SearchHistory()
 
@@ -135,7 +137,7 @@ class GenericSearch:
         """Ask/tell until ``trials`` trials have run; a diverged trial fails."""
         while len(self.history.trials) < trials:
             trial = self.study.ask()
-            config = plain_adam_config(trial, self.kind)
+            config = plain_adam_config(trial, self.kind, self.decay_1d)
             value = train_final(self.workload, config, self.steps, self.seed)
             if math.isfinite(value):
                 self.study.tell(trial, value)
@@ -146,9 +148,10 @@ class GenericSearch:
 
 
 def generic_search(workload: Workload, sampler: optuna.samplers.BaseSampler, trials: int,
-                   steps: int, seed: int, kind: str = "adam") -> SearchHistory:
+                   steps: int, seed: int, kind: str = "adam", decay_1d: bool = True
+                   ) -> SearchHistory:
     """``trials`` trials of plain Optuna with ``sampler`` over ``kind``'s hyperparameters."""
-    return GenericSearch(workload, sampler, steps, seed, kind).run_to(trials)
+    return GenericSearch(workload, sampler, steps, seed, kind, decay_1d).run_to(trials)
 
 
 def tpe_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -159,10 +162,10 @@ def random_sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=RANDOM_SEED_OFFSET + seed)
 
 
-def _searched(sampler: Callable[[int], optuna.samplers.BaseSampler], kind: str = "adam"
-              ) -> Callable[[Workload, int, int, int], Pick]:
+def _searched(sampler: Callable[[int], optuna.samplers.BaseSampler], kind: str = "adam",
+              decay_1d: bool = True) -> Callable[[Workload, int, int, int], Pick]:
     def method(workload: Workload, trials: int, steps: int, seed: int) -> Pick:
-        history = generic_search(workload, sampler(seed), trials, steps, seed, kind)
+        history = generic_search(workload, sampler(seed), trials, steps, seed, kind, decay_1d)
         index, config, value = history.best_of_first(trials)
         return Pick(config, trials * steps, value, extra={"best_trial": index})
     return method
@@ -201,11 +204,14 @@ METHODS: dict[str, Callable[[Workload, int, int, int], Pick]] = {
     "prodigy_cosine": _fixed({"kind": "prodigy", "schedule": "cosine"}),
     "adam_1e-3": _fixed({"kind": "adam", "lr": 1e-3}),
 }
-# Opt-in (``--methods``), not in the default table: does the optimizer family matter when the
-# search is the same? Plain TPE over the same five dimensions, decoupled decay, constant lr.
-# Item 2 of the suite's issue: add NAdam or RAdam to adamtune's space only if these win.
-FAMILY_ABLATION: dict[str, Callable[[Workload, int, int, int], Pick]] = {
-    f"optuna_tpe_{kind}": _searched(tpe_sampler, kind) for kind in ("adamw", "nadamw", "radamw")
+# Opt-in (``--methods``), not in the default table. Does the optimizer family matter when the
+# search is the same? Plain TPE over the same five dimensions, decoupled decay, constant lr
+# (item 2 of the suite's issue: add NAdam or RAdam to adamtune's space only if these win).
+# And does decaying biases matter? Plain TPE over Adam with L2 on matrices only.
+ABLATIONS: dict[str, Callable[[Workload, int, int, int], Pick]] = {
+    **{f"optuna_tpe_{kind}": _searched(tpe_sampler, kind)
+       for kind in ("adamw", "nadamw", "radamw")},
+    "optuna_tpe_matrices": _searched(tpe_sampler, decay_1d=False),
 }
 LABELS = {
     "adamtune": "adamtune",
@@ -219,4 +225,5 @@ LABELS = {
     "optuna_tpe_adamw": "Optuna TPE (AdamW)",
     "optuna_tpe_nadamw": "Optuna TPE (NAdamW)",
     "optuna_tpe_radamw": "Optuna TPE (RAdamW)",
+    "optuna_tpe_matrices": "Optuna TPE (Adam, L2 on matrices only)",
 }

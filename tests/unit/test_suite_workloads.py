@@ -106,3 +106,16 @@ def test_the_family_ablation_searches_the_same_dimensions_with_decoupled_decay(
     dist = study.trials[0].distributions["weight_decay"]
     assert (dist.low, dist.high) == (1e-5, 1.0)  # AdamW's usual 1e-2..1e-1 inside
     assert math.isfinite(train_final(get("wine_logreg"), cfg, 20, 1))
+
+
+def test_the_matrices_only_ablation_leaves_biases_undecayed() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    cfg = plain_adam_config(study.ask(), decay_1d=False)
+    assert cfg["kind"] == "adam" and cfg["decay_1d"] is False
+    built = build(cfg, get("breast_cancer_tanh").make_model(0), 10)
+    by_name = {g["name"]: g for g in built.optimizer.param_groups}
+    assert by_name["decay"]["weight_decay"] == cfg["weight_decay"]
+    assert by_name["no_decay"]["weight_decay"] == 0.0
+    assert all(p.dim() == 1 for p in by_name["no_decay"]["params"])
+    everything = build(plain_adam_config(study.ask()), get("breast_cancer_tanh").make_model(0), 10)
+    assert len(everything.optimizer.param_groups) == 1  # the plain peer decays every parameter
