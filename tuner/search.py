@@ -13,6 +13,7 @@ noisy. Confirmation trials (:mod:`tuner.confirm`) re-run the best ones on other 
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import replace
@@ -41,6 +42,8 @@ from tuner.space import (
 )
 from tuner.spec import JobSpec
 from tuner.train import TrainSettings
+
+log = logging.getLogger(__name__)
 
 __all__ = [  # the roles, re-exported where the trials are made
     "ROLE_BASELINE", "ROLE_CONFIRM", "ROLE_LADDER", "ROLE_REFERENCE", "ROLE_SCHEDULE",
@@ -90,10 +93,19 @@ def open_study(
     lr_range: dict[str, float] | None,
     *,
     create: bool,
+    resume: bool = False,
 ) -> optuna.Study:
     """Create (or load) the job's study. Only the process whose create succeeded enqueues the
     first trials (the baseline, the sweep's suggestion at constant lr and, budget allowing,
-    as the mean lr of a decaying schedule), so many processes may call this at once."""
+    as the mean lr of a decaying schedule), so many processes may call this at once.
+
+    The setup (the study's attributes, then the first trials, then ``seeded`` last) is a
+    series of writes. ``resume=True`` is for a caller that alone may set the study up (a
+    worker holding the job's sweep lease): if it finds the study without ``seeded``, the
+    setup was cut short (its creator died, or lost the database half way), and it finishes
+    it, enqueuing only the first trials that are not there yet (nothing else asks a trial
+    before the job leaves ``sweeping``, so the count says how far the setup got).
+    """
     sampler = make_sampler(spec.seed, n_startup_trials=startup_trials(spec))
     pruner = make_pruner(spec)
     if not create:
@@ -114,16 +126,24 @@ def open_study(
         )
     except optuna.exceptions.DuplicatedStudyError:
         assert storage is not None  # only a shared storage can hold a study already
-        return optuna.load_study(
+        study = optuna.load_study(
             study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
         )
+        if not resume or SEEDED_ATTR in study.user_attrs:
+            return study
+        log.warning("study %s: its setup was cut short; finishing it", study_name)
     space = resolve_space(spec, lr_range)
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("lr_range", lr_range)
     study.set_user_attr("space", space.to_dict())
-    for params, attrs in seeded_trials(spec, space, lr_range):
+    seeded = seeded_trials(spec, space, lr_range)
+    for params, attrs in seeded[len(study.get_trials(deepcopy=False)):]:
         study.enqueue_trial(params, user_attrs=attrs)
+    study.set_user_attr(SEEDED_ATTR, len(seeded))
     return study
+
+
+SEEDED_ATTR = "seeded"  # study user attr: how many first trials; written last in the setup
 
 
 LADDER_FROM_TRIALS = 5  # the lr ladder is seeded from this budget up

@@ -59,11 +59,13 @@ def open_or_create_study(
 ) -> optuna.Study:
     """Create the job's study (enqueuing the baseline and the sweep's suggestion) or load it.
 
-    A sweep taken over from a dead worker may find the study already there: it is loaded,
-    never created twice (``search.open_study`` loads a study that already exists), so the
-    enqueued trials are not duplicated.
+    A sweep taken over from a dead worker, or retried after a lost connection, may find the
+    study already there: it is loaded, never created twice, and a setup cut short is
+    finished without enqueuing a first trial twice (``resume``: the caller holds the job's
+    sweep lease, so no other worker sets the study up meanwhile).
     """
-    return search.open_study(runtime.storage, study_name, spec, lr_range, create=True)
+    return search.open_study(runtime.storage, study_name, spec, lr_range, create=True,
+                             resume=True)
 
 
 def load_context(runtime: Runtime, job: Job) -> JobContext:

@@ -20,6 +20,7 @@ from tuner.search import (
     ROLE_REFERENCE,
     ROLE_SCHEDULE,
     ROLE_SWEEP,
+    SEEDED_ATTR,
     StudyConflictError,
     config_from_trial,
     make_pruner,
@@ -356,3 +357,33 @@ def test_references_are_seeded_by_default_from_15_trials_and_can_be_turned_off()
     off = job(budget={"trials": 20, "steps_per_trial": 30, "eval_every": 10}, references=[])
     assert all(a["role"] != ROLE_REFERENCE for _, a in seeded_trials(off, space, LR_RANGE))
     assert not any(a["role"] == ROLE_REFERENCE for _, a in seeded_trials(job(), space, LR_RANGE))
+
+
+def test_a_setup_cut_short_is_finished_once_by_a_resuming_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection lost after the second first trial was enqueued: a plain load leaves the
+    study short of its seeded trials; a resuming caller (the sweep's lease holder) finishes
+    the setup, enqueuing each missing trial once, and a second resume changes nothing."""
+    storage = optuna.storages.InMemoryStorage()
+    spec = job()
+    enqueue, calls = optuna.Study.enqueue_trial, []
+
+    def cut_after_two(self: optuna.Study, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) > 2:
+            raise ConnectionError("server closed the connection unexpectedly")
+        enqueue(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", cut_after_two)
+    with pytest.raises(ConnectionError):
+        open_study(storage, "cut", spec, LR_RANGE, create=True)
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue)
+
+    plain = open_study(storage, "cut", spec, LR_RANGE, create=True)
+    assert len(plain.trials) == 2 and SEEDED_ATTR not in plain.user_attrs  # not finished
+    for _ in range(2):
+        study = open_study(storage, "cut", spec, LR_RANGE, create=True, resume=True)
+    roles = [t.user_attrs["role"] for t in study.trials]
+    assert roles == [ROLE_BASELINE, ROLE_SWEEP, ROLE_SCHEDULE, ROLE_LADDER, ROLE_LADDER]
+    assert study.user_attrs[SEEDED_ATTR] == 5 and study.user_attrs["lr_range"] == LR_RANGE
