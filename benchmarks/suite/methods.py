@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import optuna
@@ -122,14 +123,17 @@ class SearchHistory:
         return index, self.trials[index][0], values[index]
 
 
+SpaceFn = Callable[[optuna.Trial], Config]
+
+
 class GenericSearch:
-    """Plain Optuna over :func:`plain_adam_config`, extended on demand: a seeded sequential
-    search's first n trials are the n-trial search, so one study serves every budget."""
+    """Plain Optuna over ``space`` (:func:`plain_adam_config` unless told), extended on
+    demand: a seeded sequential search's first n trials are the n-trial search, so one study
+    serves every budget."""
 
     def __init__(self, workload: Workload, sampler: optuna.samplers.BaseSampler, steps: int,
-                 seed: int, kind: str = "adam", decay_1d: bool = True):
-        self.workload, self.steps, self.seed, self.kind = workload, steps, seed, kind
-        self.decay_1d = decay_1d
+                 seed: int, space: SpaceFn = plain_adam_config):
+        self.workload, self.steps, self.seed, self.space = workload, steps, seed, space
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self.history = SearchHistory()
 
@@ -137,7 +141,7 @@ class GenericSearch:
         """Ask/tell until ``trials`` trials have run; a diverged trial fails."""
         while len(self.history.trials) < trials:
             trial = self.study.ask()
-            config = plain_adam_config(trial, self.kind, self.decay_1d)
+            config = self.space(trial)
             value = train_final(self.workload, config, self.steps, self.seed)
             if math.isfinite(value):
                 self.study.tell(trial, value)
@@ -148,10 +152,9 @@ class GenericSearch:
 
 
 def generic_search(workload: Workload, sampler: optuna.samplers.BaseSampler, trials: int,
-                   steps: int, seed: int, kind: str = "adam", decay_1d: bool = True
-                   ) -> SearchHistory:
-    """``trials`` trials of plain Optuna with ``sampler`` over ``kind``'s hyperparameters."""
-    return GenericSearch(workload, sampler, steps, seed, kind, decay_1d).run_to(trials)
+                   steps: int, seed: int, space: SpaceFn = plain_adam_config) -> SearchHistory:
+    """``trials`` trials of plain Optuna with ``sampler`` over ``space``."""
+    return GenericSearch(workload, sampler, steps, seed, space).run_to(trials)
 
 
 def tpe_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -162,10 +165,10 @@ def random_sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=RANDOM_SEED_OFFSET + seed)
 
 
-def _searched(sampler: Callable[[int], optuna.samplers.BaseSampler], kind: str = "adam",
-              decay_1d: bool = True) -> Callable[[Workload, int, int, int], Pick]:
+def _searched(sampler: Callable[[int], optuna.samplers.BaseSampler],
+              space: SpaceFn = plain_adam_config) -> Callable[[Workload, int, int, int], Pick]:
     def method(workload: Workload, trials: int, steps: int, seed: int) -> Pick:
-        history = generic_search(workload, sampler(seed), trials, steps, seed, kind, decay_1d)
+        history = generic_search(workload, sampler(seed), trials, steps, seed, space)
         index, config, value = history.best_of_first(trials)
         return Pick(config, trials * steps, value, extra={"best_trial": index})
     return method
@@ -209,9 +212,9 @@ METHODS: dict[str, Callable[[Workload, int, int, int], Pick]] = {
 # (item 2 of the suite's issue: add NAdam or RAdam to adamtune's space only if these win).
 # And does decaying biases matter? Plain TPE over Adam with L2 on matrices only.
 ABLATIONS: dict[str, Callable[[Workload, int, int, int], Pick]] = {
-    **{f"optuna_tpe_{kind}": _searched(tpe_sampler, kind)
+    **{f"optuna_tpe_{kind}": _searched(tpe_sampler, partial(plain_adam_config, kind=kind))
        for kind in ("adamw", "nadamw", "radamw")},
-    "optuna_tpe_matrices": _searched(tpe_sampler, decay_1d=False),
+    "optuna_tpe_matrices": _searched(tpe_sampler, partial(plain_adam_config, decay_1d=False)),
 }
 LABELS = {
     "adamtune": "adamtune",
